@@ -1,0 +1,29 @@
+"""Shared fixtures. Capability-specific fixtures live in tests/_<capability>_fixtures.py."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def find_shared() -> Path | None:
+    """$TVFACE_SHARED, else ../shared beside the checkout; None when neither exists."""
+    value = os.environ.get("TVFACE_SHARED")
+    for cand in ([Path(value)] if value else []) + [REPO.parent / "shared"]:
+        if (cand / "assets").is_dir():
+            return cand.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    path = find_shared()
+    if path is None:
+        pytest.skip("shared media not found: set TVFACE_SHARED to the shared/ folder")
+    return path

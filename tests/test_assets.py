@@ -1,0 +1,40 @@
+import pytest
+
+from tvface import assets
+
+
+def test_table_reports_found_and_missing(tmp_path):
+    (tmp_path / "generic_model.pkl").write_bytes(b"x")
+    (tmp_path / "79999_iter.pth").write_bytes(b"")  # empty counts as missing
+    rows = {r["asset"]: r for r in assets.status_rows(tmp_path)}
+    assert rows["generic_model.pkl"]["status"] == "found"
+    assert rows["79999_iter.pth"]["status"] == "missing"
+    assert rows["deca_model.tar"]["looked for at"] == str(tmp_path / "deca_model.tar")
+    text = assets.format_table(tmp_path)
+    for a in assets.ASSETS:
+        assert a.filename in text
+    md = assets.format_table(tmp_path, markdown=True)
+    assert md.count("\n") == len(assets.ASSETS) + 1
+
+
+def test_documented_file_names():
+    names = {a.filename for a in assets.ASSETS}
+    for required in ["generic_model.pkl", "head_template.obj", "landmark_embedding.npy", "uv_face_mask.png",
+                     "uv_face_eye_mask.png", "fixed_displacement_256.npy", "mean_texture.jpg",
+                     "FLAME_texture.npz", "FLAME_albedo_from_BFM.npz", "deca_model.tar",
+                     "resnet50_ft_weight.pkl", "2DFAN4-11f355bf06.pth.tar", "79999_iter.pth",
+                     "spynet_20210409-c6c1bd09.pth"]:
+        assert required in names
+
+
+def test_require_names_file_and_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("TVFACE_ASSETS", str(tmp_path))
+    with pytest.raises(assets.AssetMissingError) as err:
+        assets.require("flame_model")
+    msg = str(err.value)
+    assert str(tmp_path / "generic_model.pkl") in msg and "flame.is.tue.mpg.de" in msg
+    (tmp_path / "generic_model.pkl").write_bytes(b"data")
+    assert assets.require("flame_model") == tmp_path / "generic_model.pkl"
+    assert assets.find("deca_model") is None
+    with pytest.raises(KeyError, match="unknown asset"):
+        assets.get("nope")

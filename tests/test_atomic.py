@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+from tvface.io.atomic import atomic_open, atomic_save_npy, atomic_write_text
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    p = tmp_path / "sub" / "f.txt"
+    atomic_write_text(p, "first")
+    with pytest.raises(RuntimeError):
+        with atomic_open(p, "wb") as f:
+            f.write(b"half")
+            raise RuntimeError("killed")
+    assert p.read_text() == "first"
+    assert [q.name for q in p.parent.iterdir()] == ["f.txt"]  # no temporary left behind
+
+
+def test_atomic_npy_round_trip(tmp_path):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    atomic_save_npy(tmp_path / "a.npy", a)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), a)
+    with pytest.raises(ValueError):
+        atomic_save_npy(tmp_path / "b.npy", np.array([object()], dtype=object))

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from tvface.config import (PROFILES, ConfigError, ProfileConfig, expand_path, load_config,
+                           parse_overrides, save_config)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_loads(profile):
+    cfg = load_config(profile)
+    assert isinstance(cfg, ProfileConfig)
+    assert cfg.name == profile
+
+
+def test_paper_profile_is_the_reports_configuration():
+    cfg = load_config("paper")
+    assert cfg.face_model.kind == "flame"
+    assert (cfg.face_model.n_shape, cfg.face_model.n_exp, cfg.face_model.n_tex) == (100, 50, 50)
+    t = cfg.temporal
+    assert (t.variant, t.n_frames, t.n_levels, t.channels, t.propagation_scale) == ("paper", 5, 2, 64, 2)
+
+
+def test_base_inheritance_and_overrides():
+    smoke = load_config("smoke")
+    demo = load_config("cpu-demo")
+    assert smoke.render.image_size == 64 and demo.render.image_size == 224
+    assert smoke.face_model == demo.face_model  # inherited untouched
+    cfg = load_config("smoke", ["render.image_size=32", "train.lr=0.5", "data.flow=none"])
+    assert cfg.render.image_size == 32 and cfg.train.lr == 0.5 and cfg.data.flow == "none"
+    cfg = load_config("smoke", {"train.steps": 7})
+    assert cfg.train.steps == 7
+
+
+def test_unknown_keys_and_bad_types_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key.*image_szie"):
+        load_config("smoke", ["render.image_szie=3"])
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config("smoke", ["render.image_size=big"])
+    with pytest.raises(ConfigError, match="not of the form"):
+        parse_overrides(["render.image_size"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("render: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("no-such-profile")
+
+
+def test_circular_base_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_config_is_frozen_and_round_trips(tmp_path):
+    cfg = load_config("cpu-demo")
+    with pytest.raises(Exception):
+        cfg.render.image_size = 3  # type: ignore[misc]
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+def test_expand_path_uses_tvface_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("TVFACE_DATA", str(tmp_path))
+    assert expand_path("${TVFACE_DATA}/x") == tmp_path / "x"
+    monkeypatch.delenv("TVFACE_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert expand_path("$TVFACE_DATA/y") == tmp_path / "cache" / "tvface" / "data" / "y"
+    with pytest.raises(ConfigError, match="NOPE_NOT_SET"):
+        expand_path("${NOPE_NOT_SET}/z")
+    assert expand_path("~/a") == Path.home() / "a"

@@ -1,0 +1,131 @@
+"""User assets: the files tvface cannot ship, where it looks for them and what each enables.
+
+Everything lives in one folder, :func:`tvface.settings.assets_dir` (``$TVFACE_ASSETS``, default
+``~/.cache/tvface/assets``), under the documented file names below. ``tvface assets`` prints the
+table; loaders call :func:`require` to get a path or one clear error saying how to get the file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tvface import settings
+
+
+@dataclass(frozen=True)
+class Asset:
+    key: str
+    filename: str
+    what: str
+    enables: str
+    how_to_get: str
+    required_for_default: bool = False
+    is_dir: bool = False
+
+    def path(self, root: Path | None = None) -> Path:
+        return (root or settings.assets_dir()) / self.filename
+
+    def present(self, root: Path | None = None) -> bool:
+        p = self.path(root)
+        return p.is_dir() if self.is_dir else (p.is_file() and p.stat().st_size > 0)
+
+
+_FLAME_SITE = "register at https://flame.is.tue.mpg.de, download FLAME 2020"
+_DECA_DATA = "DECA's data/ folder (github.com/yfeng95/DECA, fetch_data.sh)"
+
+ASSETS: tuple[Asset, ...] = (
+    Asset("ict_model", "ict_facekit_model.npz", "ICT-FaceKit model built by tvface",
+          "the default face model (offline path, synthetic data, CPU demo)",
+          "`tvface assets build-ict` (from $TVFACE_ICT_SOURCE or a pinned download); `make book` does it",
+          required_for_default=True),
+    Asset("ict_source", "ICT-FaceKit", "ICT-FaceKit folder (MIT)",
+          "rebuilding the ICT model with more identity modes",
+          "git clone https://github.com/ICT-VGL/ICT-FaceKit into the assets folder", is_dir=True),
+    Asset("flame_model", "generic_model.pkl", "FLAME 2020 model (pickle)",
+          "the FLAME face model (DECA's configuration, `paper` profile)", f"{_FLAME_SITE}; copy generic_model.pkl"),
+    Asset("flame_template", "head_template.obj", "FLAME head template with UVs",
+          "FLAME UV maps: albedo, detail displacement", _DECA_DATA),
+    Asset("flame_landmarks", "landmark_embedding.npy", "FLAME landmark embedding (pickled)",
+          "FLAME 68 landmarks with the dynamic contour", _DECA_DATA),
+    Asset("flame_uv_face_mask", "uv_face_mask.png", "FLAME UV face mask",
+          "detail losses on FLAME", _DECA_DATA),
+    Asset("flame_uv_face_eye_mask", "uv_face_eye_mask.png", "FLAME UV face+eye mask",
+          "photometric loss region on FLAME", _DECA_DATA),
+    Asset("flame_fixed_displacement", "fixed_displacement_256.npy", "FLAME fixed UV displacement",
+          "DECA's detail rendering", _DECA_DATA),
+    Asset("flame_mean_texture", "mean_texture.jpg", "FLAME mean UV texture",
+          "FLAME rendering without a texture space", _DECA_DATA),
+    Asset("flame_texture", "FLAME_texture.npz", "FLAME texture space (optional)",
+          "FLAME albedo space", f"{_FLAME_SITE}: FLAME texture space"),
+    Asset("flame_albedo_bfm", "FLAME_albedo_from_BFM.npz", "BFM albedo on FLAME UVs (optional)",
+          "FLAME albedo space (DECA's default)", "github.com/TimoBolkart/BFM_to_FLAME (needs the BFM licence)"),
+    Asset("deca_model", "deca_model.tar", "DECA pretrained weights",
+          "DECA baseline inference and fine-tuning from DECA", "DECA's README (Google Drive link)"),
+    Asset("vggface2", "resnet50_ft_weight.pkl", "VGGFace2 ResNet50 (pickle)",
+          "identity loss; FaceNet/VGGFace2 identity descriptors", "github.com/cydonia999/VGGFace2-pytorch (resnet50_ft)"),
+    Asset("fan", "2DFAN4-11f355bf06.pth.tar", "face-alignment 2D-FAN weights",
+          "2D-FAN landmarks (the paper's detector)",
+          "the file face-alignment 1.5 downloads (www.adrianbulat.com/downloads/python-fan/)"),
+    Asset("bisenet", "79999_iter.pth", "BiSeNet face parsing weights",
+          "face-parsing masks (the paper's masks)", "github.com/zllrunning/face-parsing.PyTorch (79999_iter.pth)"),
+    Asset("spynet", "spynet_20210409-c6c1bd09.pth", "SPyNet optical-flow weights",
+          "learned optical flow for the temporal encoder (else OpenCV DIS)",
+          "BasicVSR++ / mmagic model zoo (spynet_20210409-c6c1bd09.pth)"),
+)
+ASSETS_BY_KEY = {a.key: a for a in ASSETS}
+
+
+class AssetMissingError(FileNotFoundError):
+    """A user asset is not where tvface looks for it."""
+
+
+def get(key: str) -> Asset:
+    try:
+        return ASSETS_BY_KEY[key]
+    except KeyError:
+        raise KeyError(f"unknown asset {key!r}; known: {sorted(ASSETS_BY_KEY)}") from None
+
+
+def find(key: str, root: Path | None = None) -> Path | None:
+    """Path of an asset if present, else None."""
+    a = get(key)
+    return a.path(root) if a.present(root) else None
+
+
+def require(key: str, root: Path | None = None) -> Path:
+    """Path of an asset, or one clear error naming where it was looked for and how to get it."""
+    a = get(key)
+    p = a.path(root)
+    if not a.present(root):
+        state = "is empty" if p.exists() else "was not found"
+        raise AssetMissingError(
+            f"{a.what}: {p} {state}. It enables {a.enables}. To get it: {a.how_to_get}. "
+            f"(The assets folder is $TVFACE_ASSETS, now {p.parent}.)")
+    return p
+
+
+def status_rows(root: Path | None = None) -> list[dict[str, str]]:
+    rows = []
+    for a in ASSETS:
+        rows.append({"asset": a.filename, "looked for at": str(a.path(root)),
+                     "status": "found" if a.present(root) else "missing",
+                     "enables": a.enables, "how to get it": a.how_to_get})
+    return rows
+
+
+def format_table(root: Path | None = None, markdown: bool = False) -> str:
+    """The ``tvface assets`` table: asset, where it was looked for, found/missing, enables, how to get."""
+    rows = status_rows(root)
+    cols = list(rows[0])
+    if markdown:
+        out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        out += ["| " + " | ".join(r[c].replace("|", "\\|") for c in cols) + " |" for r in rows]
+        return "\n".join(out)
+    short = {**{c: c for c in cols}}
+    widths = {c: max(len(short[c]), *(len(r[c]) for r in rows)) for c in cols[:3]}
+    lines = ["  ".join(short[c].ljust(widths[c]) for c in cols[:3]) + "  enables / how to get it"]
+    for r in rows:
+        lines.append("  ".join(r[c].ljust(widths[c]) for c in cols[:3]) + f"  {r['enables']}")
+        if r["status"] == "missing":
+            lines.append(" " * (sum(widths.values()) + 6) + f"  -> {r['how to get it']}")
+    return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""Typed configuration: frozen dataclasses loaded from YAML profiles.
+
+A profile (``data/configs/<name>.yaml``) is one :class:`ProfileConfig`. Profiles may inherit with
+``base: other.yaml``; keys are merged section by section. Overrides come from papermill parameters
+and the CLI as dotted ``section.key=value`` strings (values parsed as YAML). Unknown keys are errors,
+paths are resolved relative to the YAML file that names them, and ``${ENV_VAR}`` / ``~`` expand.
+There is no module-level config object: constructors take the slice they need.
+
+Each capability owns its section class here so that a profile file reads top to bottom as the
+experiment it describes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "data" / "configs"
+PROFILES = ("smoke", "cpu-demo", "gpu-full", "paper")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be turned into a typed config."""
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class FaceModelConfig:
+    """Which parametric face model and how many coefficients of each block."""
+
+    kind: str = "ict"  # "ict" | "flame"
+    n_shape: int = 100  # FLAME: first 100 of 300 (DECA); ICT: at most the identities built
+    n_exp: int = 50  # FLAME: first 50 of 100 (DECA); ICT: always 53 blendshapes
+    n_tex: int = 50  # albedo coefficients
+    # Optional explicit files; empty means "look in the assets directory".
+    model_path: str = ""
+    albedo: str = "auto"  # "auto" (FLAME texture space when present, else built-in) | "builtin" | "flame"
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    image_size: int = 224
+    uv_size: int = 256
+    backend: str = "torch"  # "torch" | "pytorch3d"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "${TVFACE_DATA}/datasets/demo"
+    n_frames: int = 5  # T: frames per training sequence (paper: 5)
+    image_size: int = 224
+    min_sequence_length: int = 10  # the paper's rule: >= 10 frames of one character
+    detector: str = "mtcnn"  # "mtcnn" | "dlib"
+    landmarks: str = "auto"  # "auto" (FAN when its weights are present, else dlib) | "fan" | "dlib"
+    masks: str = "auto"  # "auto" (BiSeNet when present, else landmark hull) | "bisenet" | "landmarks"
+    flow: str = "none"  # "none" | "dis": precomputed optical flow stored beside the frames
+    use_shared_media: bool = True  # also run on $TVFACE_SHARED/media when it is set
+    # Collection (report sections 4.1-4.2). Defaults are general-purpose, not fitted to any media.
+    work_dir: str = "${TVFACE_DATA}/collect/demo"  # intermediate per-source results (resumable)
+    descriptor: str = "dlib"  # identity descriptors: "dlib" (128-d, face-recognition-models) | "none"
+    cut_threshold: float = 0.5  # Bhattacharyya distance of H-S histograms between frames = a cut
+    min_face_size: int = 40  # px, shorter box side in the source frame; smaller faces are rejected
+    det_score: float = 0.95  # detector confidence for a face to count (MTCNN probability)
+    detect_max_side: int = 640  # frames are downscaled to this long side before detection
+    identity_threshold: float = 0.6  # dlib descriptor distance: same person below (dlib's own value)
+    max_gap: int = 2  # missing frames tolerated inside a sequence ("need not be strictly consecutive")
+    max_motion: float = 0.5  # box-centre step between kept frames / box size: continuous movement
+    max_scale_change: float = 1.5  # box size ratio between kept frames
+    crop_scale: float = 1.4  # crop side = crop_scale * box side (DECA's scale range starts at 1.4)
+    max_frames_per_source: int = 0  # 0: all; profiles like smoke cap decoding for speed
+    demo_frames_per_shot: int = 14  # length of the long shots of the embedded synthetic episode
+    val_fraction: float = 0.2  # identities held out by the deterministic split
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    n_sequences: int = 200
+    n_frames: int = 10
+    image_size: int = 224
+    seed: int = 0
+    oracle: bool = False  # use ground-truth landmarks/masks as training inputs (ablation only)
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """Temporal encoder layout (report Table 1). ``paper`` is the report's exact configuration."""
+
+    variant: str = "efficient"  # "paper" | "efficient"
+    n_frames: int = 5
+    n_levels: int = 2  # L: 2L propagation branches
+    channels: int = 64
+    propagation_scale: int = 2  # 2 -> 112^2 at 224^2 input, 4 -> 56^2
+    n_blocks: int = 5
+    deform_groups: int = 16
+    flow: str = "dis"  # "spynet" | "dis"
+    spynet_unfreeze_step: int = -1  # -1: SPyNet stays frozen
+    spynet_lr_mult: float = 0.25
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    device: str = "cpu"
+    dtype: str = "float32"  # "float32" | "bfloat16" (GPU only)
+    batch_size: int = 2
+    steps: int = 10
+    lr: float = 1e-4
+    seed: int = 0
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """One experiment profile: what the notebooks and the CLI run."""
+
+    name: str = "cpu-demo"
+    description: str = ""
+    face_model: FaceModelConfig = field(default_factory=FaceModelConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- loading
+_ENV_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp`` or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping for section {tp.__name__}, got {value!r}")
+        return _build(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where)
+    if origin in (list, tuple, Sequence):
+        (inner, *_) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, top: Mapping) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base:' chain {[str(p) for p in seen]}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}. Profiles live in {CONFIG_DIR} ({', '.join(PROFILES)}).")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _deep_merge(_read_yaml(path.parent / base, seen + (path,)), data)
+
+
+def parse_overrides(overrides: Sequence[str] | Mapping[str, Any] | None) -> dict:
+    """``["render.image_size=112", "train.steps=3"]`` or ``{"render.image_size": 112}`` -> nested dict."""
+    if not overrides:
+        return {}
+    items: list[tuple[str, Any]] = []
+    if isinstance(overrides, Mapping):
+        items = list(overrides.items())
+    else:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form section.key=value")
+            key, raw = item.split("=", 1)
+            items.append((key.strip(), yaml.safe_load(raw)))
+    nested: dict = {}
+    for key, value in items:
+        *parents, leaf = key.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def resolve_profile_path(profile: str | os.PathLike) -> Path:
+    """A profile name (``cpu-demo``) or a path to a YAML file."""
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return CONFIG_DIR / f"{profile}.yaml"
+
+
+def load_config(profile: str | os.PathLike = "cpu-demo",
+                overrides: Sequence[str] | Mapping[str, Any] | None = None) -> ProfileConfig:
+    """Load a profile by name or path, apply dotted overrides, return a frozen ProfileConfig."""
+    path = resolve_profile_path(profile)
+    data = _deep_merge(_read_yaml(path), parse_overrides(overrides))
+    return _build(ProfileConfig, data, str(path))
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain-dict form (for saving beside checkpoints and printing)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: Path) -> None:
+    from tvface.io.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def expand_path(value: str | os.PathLike) -> Path:
+    """Expand ``~`` and ``${VAR}`` in a path setting; tvface's own variables have defaults
+    (see :mod:`tvface.settings`), unknown variables are an error naming the setting."""
+    from tvface.settings import env_defaults
+
+    env = {**env_defaults(), **os.environ}
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in env:
+            raise ConfigError(f"path setting {value!r} uses ${{{name}}}, which is not set")
+        return env[name]
+
+    return Path(os.path.expanduser(_ENV_VAR.sub(sub, str(value))))

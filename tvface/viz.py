@@ -1,0 +1,72 @@
+"""Matplotlib figures used by the book: meshes (flat-shaded, painter's algorithm), landmarks, grids.
+
+These are for looking at results, not for training (the differentiable renderer is
+:mod:`tvface.rendering`). Everything takes numpy arrays or tensors and an axes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+LIGHT_DIR = np.array([0.3, 0.4, 1.0]) / np.linalg.norm([0.3, 0.4, 1.0])
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def plot_mesh(ax, verts, faces, color=(0.78, 0.74, 0.70), lmks=None, title: str | None = None,
+              face_mask=None) -> None:
+    """Flat-shaded orthographic front view (x right, y up) of a triangle mesh.
+
+    Args:
+        verts: (V, 3) vertices (FLAME axes: +z towards the viewer).
+        faces: (F, 3) triangles.
+        lmks: optional (68, 2|3) landmarks drawn on top.
+        face_mask: optional (F,) bool, triangles to draw (e.g. skin only).
+    """
+    from matplotlib.collections import PolyCollection
+
+    v = _np(verts).astype(np.float64)
+    f = _np(faces).astype(np.int64)
+    if face_mask is not None:
+        f = f[_np(face_mask).astype(bool)]
+    tri = v[f]  # (F, 3, 3)
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-12
+    front = n[:, 2] > 0  # back faces are hidden
+    tri, n = tri[front], n[front]
+    order = np.argsort(tri[:, :, 2].mean(1))  # far to near
+    shade = np.clip(n[order] @ LIGHT_DIR, 0.0, 1.0)[:, None] * 0.85 + 0.15
+    colors = np.clip(np.asarray(color)[None] * shade, 0, 1)
+    ax.add_collection(PolyCollection(tri[order, :, :2], facecolors=colors, edgecolors="none"))
+    lo, hi = v[f.reshape(-1), :2].min(0), v[f.reshape(-1), :2].max(0)
+    pad = 0.05 * (hi - lo).max()
+    ax.set_xlim(lo[0] - pad, hi[0] + pad)
+    ax.set_ylim(lo[1] - pad, hi[1] + pad)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if lmks is not None:
+        lm = _np(lmks)
+        ax.scatter(lm[:, 0], lm[:, 1], s=4, c="tab:red", zorder=3)
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def image_grid(images, ncols: int, titles=None, figsize_per=2.0):
+    """A figure of images ((N, H, W, 3) or list) in a grid; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    images = list(images)
+    nrows = int(np.ceil(len(images) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(figsize_per * ncols, figsize_per * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            img = _np(images[i])
+            if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+                img = img.transpose(1, 2, 0)
+            ax.imshow(np.clip(img, 0, 1) if img.dtype.kind == "f" else img)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig
