@@ -18,5 +18,6 @@ def load_face_model(cfg: FaceModelConfig, assets_root: Path | None = None) -> Fa
     if cfg.kind == "flame":
         from tvface.face_models.flame import load_flame
 
-        return load_flame(assets_root, n_shape=cfg.n_shape, n_exp=cfg.n_exp)
+        model_path = expand_path(cfg.model_path) if cfg.model_path else None
+        return load_flame(assets_root, n_shape=cfg.n_shape, n_exp=cfg.n_exp, model_path=model_path)
     raise ValueError(f"face_model.kind must be 'ict' or 'flame', got {cfg.kind!r}")
