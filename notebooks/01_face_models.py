@@ -69,7 +69,7 @@ with torch.no_grad():
     out = model(shape, params["exp"], params["pose"])
 fig, axes = plt.subplots(1, n_show, figsize=(2.2 * n_show, 2.6))
 for i, ax in enumerate(axes):
-    plot_mesh(ax, out.verts[i], model.faces, lmks=out.lmks_3d[i], face_mask=model.skin_faces,
+    plot_mesh(ax, out.verts[i], model.faces, lmks=out.lmks_3d[i],
               title="mean" if i == 0 else f"identity {i}")
 plt.show()
 
@@ -93,7 +93,7 @@ with torch.no_grad():
 titles = [names[k] for k in picks] + ["jaw 0.25 rad"]
 fig, axes = plt.subplots(1, len(titles), figsize=(2.2 * len(titles), 2.6))
 for i, ax in enumerate(axes):
-    plot_mesh(ax, out.verts[i], model.faces, face_mask=model.skin_faces, title=titles[i])
+    plot_mesh(ax, out.verts[i], model.faces, title=titles[i])
 plt.show()
 
 # %% [markdown]
@@ -109,7 +109,7 @@ with torch.no_grad():
     out = model(torch.zeros(len(yaws), model.n_shape), torch.zeros(len(yaws), model.n_exp), pose)
 fig, axes = plt.subplots(1, len(yaws), figsize=(2.6 * len(yaws), 2.8))
 for i, ax in enumerate(axes):
-    plot_mesh(ax, out.verts[i], model.faces, face_mask=model.skin_faces, title=f"yaw {yaws[i]:.1f} rad")
+    plot_mesh(ax, out.verts[i], model.faces, title=f"yaw {yaws[i]:.1f} rad")
     ax.scatter(out.lmks_3d[i, :17, 0], out.lmks_3d[i, :17, 1], s=6, c="tab:blue", label="3D (fixed)")
     ax.scatter(out.lmks_2d[i, :17, 0], out.lmks_2d[i, :17, 1], s=6, c="tab:red", label="2D (contour)")
 axes[0].legend(loc="lower left", fontsize=6)

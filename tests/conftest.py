@@ -27,3 +27,7 @@ def shared_dir() -> Path:
     if path is None:
         pytest.skip("shared media not found: set TVFACE_SHARED to the shared/ folder")
     return path
+
+
+# Capability fixtures shared across test files (session-scoped: the ICT model is built once).
+from _ict_fixtures import ict_archive, ict_build, ict_model, ict_model_file  # noqa: F401

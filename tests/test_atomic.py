@@ -7,10 +7,9 @@ from tvface.io.atomic import atomic_open, atomic_save_npy, atomic_write_text
 def test_atomic_write_replaces_only_on_success(tmp_path):
     p = tmp_path / "sub" / "f.txt"
     atomic_write_text(p, "first")
-    with pytest.raises(RuntimeError):
-        with atomic_open(p, "wb") as f:
-            f.write(b"half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_open(p, "wb") as f:
+        f.write(b"half")
+        raise RuntimeError("killed")
     assert p.read_text() == "first"
     assert [q.name for q in p.parent.iterdir()] == ["f.txt"]  # no temporary left behind
 

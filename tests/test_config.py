@@ -2,8 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from tvface.config import (PROFILES, ConfigError, ProfileConfig, expand_path, load_config,
-                           parse_overrides, save_config)
+from tvface.config import (
+    PROFILES,
+    ConfigError,
+    ProfileConfig,
+    expand_path,
+    load_config,
+    parse_overrides,
+    save_config,
+)
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_assets(args)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, assets.AssetMissingError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, OSError, ValueError, RuntimeError) as exc:  # user-facing errors: one line
         print(f"tvface: error: {exc}", file=sys.stderr)
         return 2
 
