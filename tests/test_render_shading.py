@@ -1,0 +1,88 @@
+"""SH shading: DECA's constants, and a sphere under a known light against the analytic irradiance."""
+import math
+
+import numpy as np
+import torch
+
+from tvface.rendering import (
+    SH_CONSTANT_FACTOR,
+    MeshRenderer,
+    add_sh_light,
+    directional_shading,
+    orth_to_screen,
+)
+from tvface.rendering.procedural import uv_sphere
+
+
+def _real_sh(d: np.ndarray) -> np.ndarray:
+    """Real SH Y_lm (l <= 2) in DECA's order [00, x, y, z, xy, xz, yz, x2-y2, 3z2-1], textbook constants."""
+    x, y, z = d.T
+    c1, c2 = math.sqrt(3 / (4 * math.pi)), 0.5 * math.sqrt(15 / math.pi)
+    return np.stack([np.full_like(x, 0.5 / math.sqrt(math.pi)), c1 * x, c1 * y, c1 * z, c2 * x * y, c2 * x * z,
+                     c2 * y * z, 0.5 * c2 * (x * x - y * y), 0.25 * math.sqrt(5 / math.pi) * (3 * z * z - 1)], 1)
+
+
+def _irradiance(normals: np.ndarray, coeffs: np.ndarray, n_dirs: int = 40000) -> np.ndarray:
+    """E(n) = integral of L(w) max(n.w, 0) dw by quadrature over a Fibonacci sphere; (P, 3) -> (P, C)."""
+    k = np.arange(n_dirs) + 0.5
+    zz = 1 - 2 * k / n_dirs
+    phi = math.pi * (1 + 5 ** 0.5) * k
+    r = np.sqrt(1 - zz * zz)
+    dirs = np.stack([r * np.cos(phi), r * np.sin(phi), zz], 1)
+    radiance = _real_sh(dirs) @ coeffs  # (D, C)
+    return np.clip(normals @ dirs.T, 0, None) @ radiance * (4 * math.pi / n_dirs)
+
+
+def test_constant_factor_is_decas():
+    pi = math.pi
+    deca = [1 / np.sqrt(4 * pi), ((2 * pi) / 3) * (np.sqrt(3 / (4 * pi))), ((2 * pi) / 3) * (np.sqrt(3 / (4 * pi))),
+            ((2 * pi) / 3) * (np.sqrt(3 / (4 * pi))), (pi / 4) * (3) * (np.sqrt(5 / (12 * pi))),
+            (pi / 4) * (3) * (np.sqrt(5 / (12 * pi))), (pi / 4) * (3) * (np.sqrt(5 / (12 * pi))),
+            (pi / 4) * (3 / 2) * (np.sqrt(5 / (12 * pi))), (pi / 4) * (1 / 2) * (np.sqrt(5 / (4 * pi)))]
+    np.testing.assert_allclose(SH_CONSTANT_FACTOR, deca, rtol=1e-12)
+
+
+def test_sh_matches_analytic_irradiance_of_bands_1_and_2():
+    # Bands 1-2 of DECA's basis are exactly the Lambertian-convolved SH (Ramamoorthi & Hanrahan).
+    rng = np.random.default_rng(0)
+    coeffs = rng.normal(size=(9, 3))
+    coeffs[0] = 0.0
+    normals = rng.normal(size=(50, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    ours = add_sh_light(torch.from_numpy(normals).T.reshape(1, 3, 50, 1), torch.from_numpy(coeffs)[None])
+    np.testing.assert_allclose(ours[0, :, :, 0].T.numpy(), _irradiance(normals, coeffs), atol=2e-3)
+
+
+def test_band0_is_decas_unscaled_constant():
+    light = torch.zeros(1, 9, 3)
+    light[0, 0] = torch.tensor([1.0, 2.0, 3.0])
+    out = add_sh_light(torch.randn(1, 3, 4, 4), light)
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([1.0, 2.0, 3.0]) / math.sqrt(4 * math.pi))
+
+
+def test_rendered_sphere_matches_analytic_irradiance():
+    size = 64
+    verts, faces, uv = uv_sphere(48, 96)
+    renderer = MeshRenderer(faces, uv, faces, image_size=size, uv_size=32)
+    rng = np.random.default_rng(1)
+    coeffs = rng.normal(size=(9, 3)) * 0.5
+    coeffs[0] = 0.0
+    screen = orth_to_screen(verts[None], torch.tensor([[0.9, 0.0, 0.0]]))
+    out = renderer(verts[None], screen, light=torch.from_numpy(coeffs).float()[None])
+    # Exact sphere normal at each pixel centre (x right, y up in the model frame).
+    c = (np.arange(size) + 0.5) / size * 2 - 1
+    x, y = np.meshgrid(c / 0.9, -c / 0.9)
+    r2 = x * x + y * y
+    inner = r2 < 0.8 ** 2  # away from the silhouette, where the tessellation's normals are accurate
+    normals = np.stack([x, y, np.sqrt(np.clip(1 - r2, 0, None))], -1)[inner]
+    expected = _irradiance(normals, coeffs)
+    got = out.images[0].permute(1, 2, 0).numpy()[inner]
+    assert out.alpha[0, 0].numpy()[inner].all()
+    np.testing.assert_allclose(got, expected, atol=0.006 * np.abs(expected).max())
+
+
+def test_directional_shape_light_front_normal():
+    # DECA's five lights: front normal sees four at 1/sqrt(3) and one at 1.
+    n = torch.tensor([[0.0, 0.0, 1.0]])
+    expected = (4 / math.sqrt(3) + 1) / 5 * 1.7
+    torch.testing.assert_close(directional_shading(n), torch.tensor([[expected]]))
