@@ -38,3 +38,21 @@ def test_require_names_file_and_fix(tmp_path, monkeypatch):
     assert assets.find("deca_model") is None
     with pytest.raises(KeyError, match="unknown asset"):
         assets.get("nope")
+
+
+def test_check_reports_bad_files_by_name(tmp_path, shared_dir):
+    import shutil
+
+    from tvface.asset_checks import check_assets
+
+    flame_dir = shared_dir / "assets" / "flame-topology"
+    for name in ["landmark_embedding.npy", "head_template.obj", "uv_face_mask.png", "fixed_displacement_256.npy"]:
+        shutil.copy(flame_dir / name, tmp_path / name)
+    (tmp_path / "generic_model.pkl").write_bytes(b"\x80\x02}q\x00(X")  # truncated pickle
+    (tmp_path / "79999_iter.pth").write_bytes(b"not a checkpoint")
+    rows = {name: (state, detail) for name, state, detail in check_assets(tmp_path)}
+    for name in ["landmark_embedding.npy", "head_template.obj", "uv_face_mask.png", "fixed_displacement_256.npy"]:
+        assert rows[name][0] == "ok", rows[name]
+    assert rows["generic_model.pkl"][0] == "error" and "generic_model.pkl" in rows["generic_model.pkl"][1]
+    assert rows["79999_iter.pth"][0] == "error" and "79999_iter.pth" in rows["79999_iter.pth"][1]
+    assert rows["deca_model.tar"][0] == "missing"

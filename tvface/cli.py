@@ -24,6 +24,15 @@ def _cmd_assets(args: argparse.Namespace) -> int:
     root = Path(args.assets_dir) if args.assets_dir else None
     print(f"assets folder: {root or settings.assets_dir()}  (set TVFACE_ASSETS to change)")
     print(assets.format_table(root, markdown=args.markdown))
+    if args.check:
+        from tvface.asset_checks import check_assets
+
+        rows = check_assets(root)
+        print("\nchecks (each present file opened with its safe loader):")
+        for name, state, detail in rows:
+            if state != "missing":
+                print(f"  {state:5s}  {name}: {detail}")
+        return 1 if any(state == "error" for _, state, _ in rows) else 0
     return 0
 
 
@@ -71,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_assets = sub.add_parser("assets", help="list user assets; build the ICT model")
     p_assets.add_argument("--assets-dir", default="", help="folder to inspect (default $TVFACE_ASSETS)")
     p_assets.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p_assets.add_argument("--check", action="store_true",
+                          help="open every present file with its loader and report errors")
     p_assets.set_defaults(func=_cmd_assets)
     asub = p_assets.add_subparsers(dest="assets_command")
     p_ict = asub.add_parser("build-ict", help="build the compact ICT-FaceKit model file")
