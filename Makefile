@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/face-nodeps.t
 
 setup: $(STAMP)
 
-$(ICT_MODEL): $(STAMP)
+$(ICT_MODEL): | $(STAMP)
 	$(VENV)/bin/tvface assets build-ict --out $@
 
 assets: $(ICT_MODEL)

@@ -78,31 +78,90 @@ class DataConfig:
     demo_frames_per_shot: int = 14  # length of the long shots of the embedded synthetic episode
     val_fraction: float = 0.2  # identities held out by the deterministic split
     split_seed: int = 0
+    num_threads: int = 2  # torch CPU threads while collecting (1 is faster on a busy machine)
 
 
 @dataclass(frozen=True)
 class SynthConfig:
+    """Synthetic TV sequences with ground truth (``tvface synth``, :mod:`tvface.synthetic`)."""
+
     n_sequences: int = 200
     n_frames: int = 10
     image_size: int = 224
     seed: int = 0
     oracle: bool = False  # use ground-truth landmarks/masks as training inputs (ablation only)
+    root: str = ""  # dataset root; empty: data.root
+    gt_root: str = ""  # ground truth, kept apart from the training inputs; empty: <root>-gt
+    sequences_per_identity: int = 2
+    # Weights of the conditions clean, blur, dark, profile, occlusion, lowres (one per sequence).
+    condition_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    max_yaw: float = 70.0  # degrees; profiles turn 45..max_yaw
+    perspective: bool = True  # pinhole camera at 0.6-3 m (False: DECA's orthographic camera)
+    occluder_prob: float = 0.1  # occluders outside the occlusion condition
+    jpeg_prob: float = 0.5  # lower JPEG quality (40-95) outside the clean condition
+    supersample: int = 1  # render at supersample x image_size and area-downsample (anti-aliasing)
+    workers: int = 2  # processes (results do not depend on it)
 
 
 @dataclass(frozen=True)
 class TemporalConfig:
-    """Temporal encoder layout (report Table 1). ``paper`` is the report's exact configuration."""
+    """Temporal encoder layout (report Table 1, eq. 6-8); see :mod:`tvface.models.temporal`.
 
-    variant: str = "efficient"  # "paper" | "efficient"
-    n_frames: int = 5
-    n_levels: int = 2  # L: 2L propagation branches
+    ``variant: paper`` is the report's exact configuration and is checked field by field
+    (:data:`PAPER_TEMPORAL`); the defaults here are the efficient configuration (one trunk shared by
+    the coarse and detail encoders, propagation at 56^2, one residual block per refinement).
+    """
+
+    variant: str = "efficient"  # "paper" | "efficient" (a label; the fields below define the layout)
+    n_frames: int = 5  # T: frames per training window
+    n_levels: int = 2  # L: 2L propagation branches (backward_1, forward_1, ...)
     channels: int = 64
-    propagation_scale: int = 2  # 2 -> 112^2 at 224^2 input, 4 -> 56^2
-    n_blocks: int = 5
-    deform_groups: int = 16
+    propagation_scale: int = 4  # 2 -> propagation at 112^2 for 224^2 input (paper), 4 -> 56^2
+    head_blocks: int = 1  # residual blocks of down1 (at input resolution; paper 5)
+    n_blocks: int = 1  # residual blocks of each propagation refinement R (paper 5)
+    fusion_blocks: int = 1  # residual blocks of the fusion R (eq. 8; paper 5)
+    down2_blocks: int = 1  # residual blocks of down2 (paper 5)
+    dense_refinement: bool = False  # R sees g_i + all earlier branches (paper/BasicVSR++) vs eq. 7
+    deform_groups: int = 8  # DCNv2 deformable groups (paper 16)
+    offset_channels: int = 32  # width of the offset-predicting CNN (paper: channels)
+    max_residue: float = 10.0  # residual offset bound, 10 * tanh (BasicVSR++)
+    shared_trunk: bool = True  # one temporal trunk for E_Tc and E_Td (paper: two encoders)
+    fc_dim: int = 1024  # DECA's hidden fully connected width
     flow: str = "dis"  # "spynet" | "dis"
-    spynet_unfreeze_step: int = -1  # -1: SPyNet stays frozen
+    flow_size: int = 112  # flows computed on frames resized to flow_size^2 (the report: 112)
+    window_stride: int = 3  # sliding-window inference: windows of n_frames every window_stride frames
+    # Training schedule, read by the training loop (BasicVSR++'s SPyNet handling).
+    lr: float = 1e-4
+    spynet_unfreeze_step: int = -1  # -1: SPyNet stays frozen; else unfreeze at this step
     spynet_lr_mult: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("paper", "efficient"):
+            raise ConfigError(f"temporal.variant={self.variant!r}; expected 'paper' or 'efficient'")
+        if self.propagation_scale not in (2, 4):
+            raise ConfigError(f"temporal.propagation_scale={self.propagation_scale}; expected 2 or 4")
+        if self.flow not in ("dis", "spynet"):
+            raise ConfigError(f"temporal.flow={self.flow!r}; expected 'dis' or 'spynet'")
+        if self.deform_groups % 2 or (2 * self.channels) % self.deform_groups:
+            raise ConfigError(f"temporal.deform_groups={self.deform_groups} must be even and divide "
+                              f"2 * channels = {2 * self.channels}")
+        if not 1 <= self.window_stride <= self.n_frames:
+            raise ConfigError(f"temporal.window_stride={self.window_stride} must be in 1..n_frames "
+                              f"({self.n_frames}) so that windows overlap or touch")
+        if self.variant == "paper":
+            wrong = {k: getattr(self, k) for k, v in PAPER_TEMPORAL.items() if getattr(self, k) != v}
+            if wrong:
+                raise ConfigError(f"temporal.variant=paper fixes the report's layout; these keys differ: "
+                                  f"{wrong} (paper values: { {k: PAPER_TEMPORAL[k] for k in wrong} }). "
+                                  "Use variant: efficient for other layouts.")
+
+
+# The report's temporal encoder (Table 1): T=5, L=2, 64 channels, propagation at 112^2, 5 residual
+# blocks everywhere, 16 deformable groups, dense refinement as its code and BasicVSR++, two encoders.
+PAPER_TEMPORAL = dict(n_frames=5, n_levels=2, channels=64, propagation_scale=2, head_blocks=5,
+                      n_blocks=5, fusion_blocks=5, down2_blocks=5, dense_refinement=True,
+                      deform_groups=16, offset_channels=64, max_residue=10.0, shared_trunk=False,
+                      fc_dim=1024)
 
 
 @dataclass(frozen=True)
