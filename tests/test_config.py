@@ -78,3 +78,9 @@ def test_expand_path_uses_tvface_defaults(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="NOPE_NOT_SET"):
         expand_path("${NOPE_NOT_SET}/z")
     assert expand_path("~/a") == Path.home() / "a"
+
+
+def test_paper_profile_passes_the_paper_layout_check():
+    load_config("paper").temporal.check_paper()  # raises ConfigError on any deviation
+    with pytest.raises(ConfigError):
+        load_config("paper", ["temporal.n_blocks=2"])

@@ -65,6 +65,7 @@ class DataConfig:
     # Collection (report sections 4.1-4.2). Defaults are general-purpose, not fitted to any media.
     work_dir: str = "${TVFACE_DATA}/collect/demo"  # intermediate per-source results (resumable)
     descriptor: str = "dlib"  # identity descriptors: "dlib" (128-d, face-recognition-models) | "none"
+    descriptor_stride: int = 5  # describe every k-th candidate frame (dlib's ResNet is the slow part)
     cut_threshold: float = 0.5  # Bhattacharyya distance of H-S histograms between frames = a cut
     min_face_size: int = 40  # px, shorter box side in the source frame; smaller faces are rejected
     det_score: float = 0.95  # detector confidence for a face to count (MTCNN probability)
@@ -148,6 +149,11 @@ class TemporalConfig:
         if not 1 <= self.window_stride <= self.n_frames:
             raise ConfigError(f"temporal.window_stride={self.window_stride} must be in 1..n_frames "
                               f"({self.n_frames}) so that windows overlap or touch")
+        self.check_paper()
+
+    def check_paper(self) -> None:
+        """For ``variant: paper``, raise unless every architecture key has the report's value
+        (called by the temporal encoder constructors)."""
         if self.variant == "paper":
             wrong = {k: getattr(self, k) for k, v in PAPER_TEMPORAL.items() if getattr(self, k) != v}
             if wrong:

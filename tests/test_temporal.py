@@ -1,0 +1,155 @@
+"""Temporal encoder: alignment known answer, second-order and bidirectional propagation, shapes,
+gradients, SPyNet freezing, sliding windows, configurations."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from tvface.config import PAPER_TEMPORAL, ConfigError, TemporalConfig, load_config
+from tvface.models.alignment import flow_guided_deform_align
+from tvface.models.flow import SequenceFlowEstimator, SequenceFlows
+from tvface.models.spynet import SPyNet, set_trainable
+from tvface.models.temporal import (GridPropagation, TemporalEncoder, TemporalEncoders, branch_names,
+                                    encode_long_sequence, most_central_windows, window_starts)
+from tvface.ops.flow_warp import flow_warp
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "data" / "configs"
+TINY = TemporalConfig(channels=16, deform_groups=4, offset_channels=8, n_blocks=1, head_blocks=1,
+                      fusion_blocks=1, down2_blocks=0, propagation_scale=2, flow_size=16, fc_dim=32)
+
+
+def _flows(b, t, h, w, value=(0.0, 0.0)):
+    f = torch.zeros(b, max(t - 1, 0), 2, h, w)
+    f[:, :, 0], f[:, :, 1] = value
+    return SequenceFlows(f.clone(), -f.clone())
+
+
+def _rand_flows(b, t, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return SequenceFlows(torch.randn(b, t - 1, 2, h, w, generator=g),
+                         torch.randn(b, t - 1, 2, h, w, generator=g))
+
+
+def test_alignment_with_zero_residual_and_unit_mask_is_flow_warp():
+    c, g = 8, 4
+    gen = torch.Generator().manual_seed(0)
+    feat_n1, feat_n2 = torch.randn(2, c, 10, 12, generator=gen), torch.randn(2, c, 10, 12, generator=gen)
+    flow = torch.zeros(2, 2, 10, 12)
+    flow[:, 0], flow[:, 1] = 1.5, -0.75
+    weight = torch.zeros(c, 2 * c, 3, 3)
+    weight[torch.arange(c), torch.arange(c), 1, 1] = 1.0  # identity on n1's channels, centre tap
+    out = flow_guided_deform_align(feat_n1, feat_n2, flow, torch.zeros_like(flow),
+                                   torch.zeros(2, 2 * g * 9, 10, 12), torch.ones(2, g * 9, 10, 12),
+                                   weight, None, g)
+    assert torch.allclose(out, flow_warp(feat_n1, flow), atol=1e-5)
+
+
+def _prop_outputs(prop, feats, flows):
+    with torch.no_grad():
+        return prop([f.clone() for f in feats], flows)
+
+
+def test_second_order_is_real():
+    """With the i-1 input of the alignment zeroed, frame 2 still depends on frame 0 (via i-2)."""
+    torch.manual_seed(0)
+    prop = GridPropagation(TINY).eval()
+    align = prop.align["forward_1"]
+    original = align.forward
+    align.forward = lambda cur, n1, n2, f1, f2: original(cur, torch.zeros_like(n1), n2, f1, f2)
+    feats = [torch.randn(1, 16, 8, 8) for _ in range(3)]
+    flows = _flows(1, 3, 8, 8, (0.5, 0.25))
+    a = _prop_outputs(prop, feats, flows)["forward_1"][2]
+    feats[0] = feats[0] + 1.0
+    b = _prop_outputs(prop, feats, flows)["forward_1"][2]
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_both_directions_propagate():
+    torch.manual_seed(0)
+    prop = GridPropagation(TINY).eval()
+    feats = [torch.randn(1, 16, 8, 8) for _ in range(5)]
+    flows = _rand_flows(1, 5, 8, 8)
+    a = _prop_outputs(prop, feats, flows)
+    feats[2] = feats[2] + 1.0
+    b = _prop_outputs(prop, feats, flows)
+    assert (a["forward_1"][3] - b["forward_1"][3]).abs().max() > 1e-4  # reaches i+1
+    assert (a["backward_1"][1] - b["backward_1"][1]).abs().max() > 1e-4  # reaches i-1
+    assert torch.equal(a["backward_1"][3], b["backward_1"][3])  # backward_1 frame 3 sees only 3, 4
+    assert branch_names(2) == ["backward_1", "forward_1", "backward_2", "forward_2"]
+
+
+def test_shapes_for_t_1_to_8_and_code_blocks():
+    torch.manual_seed(0)
+    blocks = {"shape": 100, "tex": 50, "exp": 50, "pose": 6, "cam": 3, "light": 27}
+    enc = TemporalEncoder(TINY, blocks).eval()
+    with torch.no_grad():
+        for t in range(1, 9):
+            out = enc(torch.rand(1, t, 3, 16, 16), _flows(1, t, 8, 8))
+            assert {k: tuple(v.shape) for k, v in out.items()} == {k: (1, t, n) for k, n in blocks.items()}
+
+
+def test_encoders_pair_shared_and_separate():
+    torch.manual_seed(0)
+    frames = torch.rand(2, 3, 3, 32, 32)
+    for shared in (True, False):
+        cfg = TemporalConfig(**{**TINY.__dict__, "shared_trunk": shared})
+        enc = TemporalEncoders(cfg, 236).eval()
+        with torch.no_grad():
+            codes = enc(frames)  # DIS flows computed inside
+        assert codes.coarse.shape == (2, 3, 236) and codes.detail.shape == (2, 3, 128)
+        assert (enc.trunk_d is None) == shared
+
+
+def test_gradients_reach_head_propagation_offsets_and_spynet_only_when_unfrozen():
+    torch.manual_seed(0)
+    spynet = SPyNet(frozen=True)
+    enc = TemporalEncoder(TINY, 10, SequenceFlowEstimator("spynet", 16, spynet))
+    frames = torch.rand(1, 3, 3, 16, 16)
+    enc(frames).square().sum().backward()
+    trunk = enc.trunk
+    for name, p in [("head", trunk.head[0].weight),
+                    ("propagation refine", trunk.rnn_propagation.refine["forward_1"].main[0].weight),
+                    ("offset branch", trunk.rnn_propagation.align["backward_1"].conv_offset[-1].weight),
+                    ("dcn", trunk.rnn_propagation.align["forward_2"].weight),
+                    ("fusion", trunk.rnn_fusion.main[0].weight)]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in spynet.parameters())
+    set_trainable(spynet, True)
+    enc.zero_grad()
+    enc(frames).square().sum().backward()
+    assert all(p.grad is not None for p in spynet.parameters())
+    assert sum(p.grad.abs().sum() for p in spynet.parameters()) > 0
+
+
+def test_sliding_windows_23_frames():
+    n, window, stride = 23, 5, 3
+    starts = window_starts(n, window, stride)
+    assert starts[0] == 0 and starts[-1] == n - window
+    picks = most_central_windows(n, window, stride)
+    for f, (w, pos) in enumerate(picks):
+        assert starts[w] + pos == f
+        best = min(abs(f - s - 2) for s in starts if s <= f < s + window)
+        assert abs(pos - 2) == best
+    frames = torch.arange(n, dtype=torch.float32).view(1, n, 1, 1, 1).expand(1, n, 3, 4, 4)
+    seen = []
+
+    def encode(fr):  # code = (frame id, window start)
+        seen.append(int(fr[0, 0, 0, 0, 0]))
+        return torch.stack([fr[:, :, 0, 0, 0], fr[:, :1, 0, 0, 0].expand(-1, fr.shape[1])], -1)
+
+    codes = encode_long_sequence(encode, frames, window, stride)
+    assert codes.shape == (1, n, 2)
+    assert torch.equal(codes[0, :, 0], torch.arange(n, dtype=torch.float32))
+    assert [int(codes[0, f, 1]) for f in range(n)] == [starts[w] for w, _ in picks]
+    assert seen == starts
+    short = encode_long_sequence(encode, frames[:, :3], window, stride)  # shorter than a window
+    assert short.shape == (1, 3, 2)
+
+
+def test_paper_config_is_exact_and_yaml_configs_load():
+    with pytest.raises(ConfigError, match="paper"):
+        TemporalConfig(variant="paper").check_paper()
+    paper = load_config(CONFIG_DIR / "temporal-paper.yaml").temporal
+    assert all(getattr(paper, k) == v for k, v in PAPER_TEMPORAL.items())
+    eff = load_config(CONFIG_DIR / "temporal-efficient.yaml").temporal
+    assert eff.variant == "efficient" and eff.propagation_scale == 4 and eff.shared_trunk
