@@ -33,7 +33,8 @@ import torch
 from tvface.config import TemporalConfig, load_config
 from tvface.models.alignment import SecondOrderDeformableAlignment
 from tvface.models.flow import FLOW_SIZE, dis_flow
-from tvface.models.temporal import TemporalEncoders, describe_layout
+from tvface.models.diagram import draw_layout, draw_propagation_grid
+from tvface.models.temporal import TemporalEncoders
 from tvface.ops.flow_warp import flow_warp
 
 torch.manual_seed(0)
@@ -42,22 +43,30 @@ cfg
 
 # %% [markdown]
 # ## The architecture, drawn from the module
-# Boxes are walked from a built encoder (`describe_layout`), in data-flow order.
+# Both drawings are generated from a built encoder (`tvface.models.diagram`): the stages in data-flow
+# order, and the propagation grid with its first- and second-order alignment edges.
 
 # %%
 enc = TemporalEncoders(cfg, 236)
-rows = describe_layout(enc)
-fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 0.5))
-for k, (stage, what) in enumerate(rows):
-    y = len(rows) - k
-    colour = "#cde" if "ward" in stage else "#eee"
-    ax.add_patch(plt.Rectangle((0, y - 0.4), 10, 0.8, fc=colour, ec="k"))
-    ax.text(0.2, y, f"{stage}: {what}", va="center", fontsize=8)
-    if k:
-        ax.annotate("", (5, y + 0.4), (5, y + 0.6), arrowprops=dict(arrowstyle="<-"))
-ax.set_xlim(0, 10); ax.set_ylim(0.4, len(rows) + 0.6); ax.axis("off")
-ax.set_title(f"{cfg.variant}: {2 * cfg.n_levels} branches (backward/forward), propagation at 1/{cfg.propagation_scale}")
+fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [1, 1.2]})
+draw_layout(enc, axes[0])
+axes[0].set_title(f"{cfg.variant}: stages ({2 * cfg.n_levels} branches, propagation at 1/{cfg.propagation_scale})",
+                  fontsize=9)
+draw_propagation_grid(enc, n_frames=cfg.n_frames, ax=axes[1])
+axes[1].set_title("second-order grid propagation over the frames", fontsize=9)
 plt.show()
+
+# %% [markdown]
+# The report's exact layout (`paper` profile) for comparison: five residual blocks everywhere,
+# 16 deformable groups, and the dense refinement input (g_i plus all earlier branches).
+
+# %%
+paper_enc = TemporalEncoders(load_config("paper", ["temporal.flow=dis"]).temporal, 236)  # layout only
+fig, ax = plt.subplots(figsize=(8, 4.2))
+draw_propagation_grid(paper_enc, n_frames=5, ax=ax)
+ax.set_title("paper: grid propagation with dense refinement", fontsize=9)
+plt.show()
+del paper_enc
 
 # %% [markdown]
 # ## Cost
@@ -102,7 +111,7 @@ with torch.no_grad():
                                                      flow, torch.zeros_like(flow))
     aligned = align(feat(f1), feat(f0), torch.zeros(1, 24, *f0.shape[-2:]), flow, torch.zeros_like(flow))
 total_dx = offset[0, 1::2].mean(0) + flow[0, 0]  # residual + flow, mean over taps/groups
-fig, axs = plt.subplots(1, 6, figsize=(16, 3))
+fig, axs = plt.subplots(1, 6, figsize=(18, 3.4))
 for a, im, t in zip(axs, [f0[0], f1[0], warped[0]], ["frame i-1", "frame i", "frame i-1 warped to i"]):
     a.imshow(im.permute(1, 2, 0).clamp(0, 1)); a.set_title(t); a.axis("off")
 axs[3].imshow(flow[0, 0], cmap="coolwarm"); axs[3].set_title("DIS flow dx (px)"); axs[3].axis("off")
