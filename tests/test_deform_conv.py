@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from tvface.ops import deform_conv as dcn
 from tvface.ops.deform_conv import ModulatedDeformConv2d, deform_conv2d
 
 # (N, C_in, H, W, C_out, kernel, stride, padding, dilation, deform_groups, groups)
@@ -13,6 +14,8 @@ CASES = [
     (1, 4, 6, 6, 4, 1, 1, 0, 1, 1, 1),
     (2, 6, 8, 8, 6, (3, 2), (2, 1), (1, 0), (1, 2), 3, 3),
     (1, 32, 12, 12, 16, 3, 1, 1, 1, 16, 1),
+    (2, 16, 7, 9, 8, 3, 1, 1, 1, 2, 1),  # 8 channels per deformable group: the CPU kernels' fast path
+    (1, 32, 6, 5, 8, 3, 1, 1, 1, 2, 2),  # 16 per group, two conv groups
 ]
 
 
@@ -98,3 +101,51 @@ def test_module_and_shape_errors():
     assert m(x, torch.zeros(1, 36, 6, 6), torch.ones(1, 18, 6, 6)).shape == (1, 4, 6, 6)
     with pytest.raises(ValueError, match="offset shape"):
         m(x, torch.zeros(1, 36, 5, 6), None)
+
+
+needs_kernels = pytest.mark.skipif(dcn._kernels() is None, reason="no C++ compiler: CPU kernels unavailable")
+
+
+@needs_kernels
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[5], CASES[6]])
+def test_cpu_kernels_match_grid_sample_path(case, monkeypatch):
+    """The compiled gather/scatter path and the grid_sample path agree, with offsets far outside the image."""
+    tensors, kw = _inputs(case, torch.float64, scale=6.0, seed=2)
+    grad_out = None
+    results = []
+    for use in (True, False):
+        monkeypatch.setattr(dcn, "_use_kernels", lambda *a, use=use: use)
+        x, off, mask, wt, b = tensors
+        y = deform_conv2d(x, off, wt, b, mask=mask, **kw)
+        grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(4), dtype=y.dtype)
+        results.append((y, *torch.autograd.grad(y, tensors, grad_out)))
+    for name, a, b in zip(["out", "input", "offset", "mask", "weight", "bias"], *results):
+        assert torch.allclose(a, b, atol=1e-10, rtol=1e-10), f"{name}: max diff {(a - b).abs().max():.3g}"
+
+
+@needs_kernels
+def test_saved_columns_match_recomputed(monkeypatch):
+    tensors, kw = _inputs(CASES[5], torch.float32, seed=5)
+    grads = []
+    for budget_mb in ("0", "64"):
+        monkeypatch.setenv("TVFACE_DCN_SAVED_COLUMNS_MB", budget_mb)
+        x, off, mask, wt, b = tensors
+        y = deform_conv2d(x, off, wt, b, mask=mask, **kw)
+        grads.append(torch.autograd.grad(y.square().sum(), tensors))
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+@needs_kernels
+def test_cpu_kernels_on_many_threads_are_deterministic():
+    """Threads split the deformable groups, so the input gradient needs no atomics and is reproducible."""
+    tensors, kw = _inputs((1, 64, 10, 10, 8, 3, 1, 1, 1, 8, 1), torch.float32, scale=3.0, seed=6)
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        runs = [torch.autograd.grad(deform_conv2d(tensors[0], tensors[1], tensors[3], tensors[4],
+                                                  mask=tensors[2], **kw).sum(), tensors[:3]) for _ in range(2)]
+    finally:
+        torch.set_num_threads(n_threads)
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)

@@ -67,6 +67,8 @@ class DataConfig:
     descriptor: str = "dlib"  # identity descriptors: "dlib" (128-d, face-recognition-models) | "none"
     descriptor_stride: int = 5  # describe every k-th candidate frame (dlib's ResNet is the slow part)
     cut_threshold: float = 0.5  # Bhattacharyya distance of H-S histograms between frames = a cut
+    cut_adaptive_ratio: float = 3.0  # ... or this many times the neighbours' distance (PySceneDetect's
+    cut_min: float = 0.25  # AdaptiveDetector: ratio 3, window 2) while above cut_min
     min_face_size: int = 40  # px, shorter box side in the source frame; smaller faces are rejected
     det_score: float = 0.95  # detector confidence for a face to count (MTCNN probability)
     detect_max_side: int = 640  # frames are downscaled to this long side before detection
