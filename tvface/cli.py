@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p_cfg.add_subparsers(dest="config_command", required=True)
     p_show = csub.add_parser("show")
     p_show.add_argument("--profile", default="cpu-demo")
-    p_show.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. render.image_size=112")
+    p_show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override, e.g. render.image_size=112 (repeatable)")
     p_show.set_defaults(func=_cmd_config_show)
 
     p_book = sub.add_parser("book", help="execute notebooks with papermill; build the Jupyter Book")

@@ -23,7 +23,8 @@ def add_synth_parser(subparsers) -> None:
     sub = p.add_subparsers(dest="synth_command", required=True)
     g = sub.add_parser("generate", help="render sequences into synth.root (GT into synth.gt_root); resumable")
     g.add_argument("--profile", default="cpu-demo", help="profile name or YAML (e.g. data/configs/synth-demo.yaml)")
-    g.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. synth.n_sequences=10")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override, e.g. synth.n_sequences=10 (repeatable)")
     g.add_argument("--workers", type=int, default=None, help="processes (default synth.workers)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_cmd_generate)
