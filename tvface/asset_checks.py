@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from tvface import assets
 
 
@@ -81,13 +79,11 @@ def _flame_albedo(path: Path) -> str:
     return f"albedo space {tuple(m.mean.shape)}"
 
 
-def _pickled_arrays(path: Path) -> str:
-    from tvface.io.safe_pickle import safe_load_pickle
+def _vggface2(path: Path) -> str:
+    from tvface.models.vggface2 import FEATURE_DIM, expected_shapes, load_vggface2
 
-    obj = safe_load_pickle(path, allow="numpy")
-    if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
-        raise ValueError(f"{path}: expected a pickled dict of numpy arrays, got {type(obj).__name__}")
-    return f"{len(obj)} arrays"
+    load_vggface2(path)
+    return f"VGGFace2 ResNet-50, {len(expected_shapes())} arrays, {FEATURE_DIM}-d features"
 
 
 CHECKS: dict[str, Callable[[Path], str]] = {
@@ -102,7 +98,7 @@ CHECKS: dict[str, Callable[[Path], str]] = {
     "flame_texture": _flame_albedo,
     "flame_albedo_bfm": _flame_albedo,
     "deca_model": _torch_state,
-    "vggface2": _pickled_arrays,
+    "vggface2": _vggface2,
     "fan": _torch_state,
     "bisenet": _torch_state,
     "spynet": _torch_state,

@@ -64,7 +64,9 @@ class DataConfig:
     use_shared_media: bool = True  # also run on $TVFACE_SHARED/media when it is set
     # Collection (report sections 4.1-4.2). Defaults are general-purpose, not fitted to any media.
     work_dir: str = "${TVFACE_DATA}/collect/demo"  # intermediate per-source results (resumable)
-    descriptor: str = "dlib"  # identity descriptors: "dlib" (128-d, face-recognition-models) | "none"
+    # identity descriptors: "auto" (vggface2 when resnet50_ft_weight.pkl is present, else dlib) | "dlib"
+    # (128-d, face-recognition-models) | "vggface2" (2048-d VGGFace2 ResNet-50, the user's asset) | "none"
+    descriptor: str = "auto"
     descriptor_stride: int = 5  # describe every k-th candidate frame (dlib's ResNet is the slow part)
     cut_threshold: float = 0.5  # Bhattacharyya distance of H-S histograms between frames = a cut
     cut_adaptive_ratio: float = 3.0  # ... or this many times the neighbours' distance (PySceneDetect's
@@ -73,6 +75,10 @@ class DataConfig:
     det_score: float = 0.95  # detector confidence for a face to count (MTCNN probability)
     detect_max_side: int = 640  # frames are downscaled to this long side before detection
     identity_threshold: float = 0.6  # dlib descriptor distance: same person below (dlib's own value)
+    # VGGFace2 descriptors: cosine distance below which two faces are one person. 0.5 is the threshold of
+    # the keras-vggface ResNet-50 (same VGGFace2 weights, avg-pool features) verification example
+    # (Brownlee, "How to Perform Face Recognition With VGGFace2 in Keras", 2019); not fitted to any media.
+    identity_threshold_vggface2: float = 0.5
     max_gap: int = 2  # missing frames tolerated inside a sequence ("need not be strictly consecutive")
     max_motion: float = 0.5  # box-centre step between kept frames / box size: continuous movement
     max_scale_change: float = 1.5  # box size ratio between kept frames

@@ -92,7 +92,8 @@ def _offline_inputs(frames: np.ndarray, cfg: ProfileConfig) -> tuple[np.ndarray,
     from tvface.data.collect.masks import compute_masks, mask_backend
 
     size = frames.shape[1]
-    backends = {"detector": cfg.data.detector, "landmarks": landmark_backend(cfg.data), "masks": mask_backend(cfg.data)}
+    backends = {"detector": cfg.data.detector, "landmarks": landmark_backend(cfg.data), "masks": mask_backend(cfg.data),
+                "descriptor": "none"}  # identities are known: no descriptors, as the manifest records
     dets = detect_faces(list(frames), cfg.data)
     c = (size - 1) / 2
     boxes: list = [None] * len(frames)
@@ -142,7 +143,7 @@ def write_sequence(index: int, cfg: ProfileConfig, ctx: Context, root: Path, gt_
         masks = (out.face_alpha > 0.5) & (out.occluder_alpha < 0.5)
         masks = masks.astype(np.float64)
         info = [{"box": None, "score": 1.0, "box_source": "oracle"}] * t_n
-        backends = {"detector": "oracle", "landmarks": "oracle", "masks": "oracle"}
+        backends = {"detector": "oracle", "landmarks": "oracle", "masks": "oracle", "descriptor": "none"}
     else:
         kpts, masks, info, backends = _offline_inputs(decoded, cfg)
 

@@ -9,6 +9,7 @@ what is on disk. Errors in one input are recorded as rejections and never stop t
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -21,7 +22,17 @@ from tvface.data import layout
 from tvface.data.collect import shots as shot_ops
 from tvface.data.collect.detect import Detection, detect_faces
 from tvface.data.collect.export import Hook, write_sequence
-from tvface.data.collect.identity import cluster_descriptors, dlib_descriptors
+from tvface.data.collect.identity import (
+    DESCRIPTOR_DIMS,
+    cluster_descriptors,
+    compute_descriptors,
+    descriptor_backend,
+    descriptor_distance,
+    euclidean_threshold,
+    sequence_descriptor,
+    threshold_setting,
+    threshold_value,
+)
 from tvface.data.collect.landmarks import landmark_backend
 from tvface.data.collect.masks import mask_backend
 from tvface.data.collect.sequences import FrameStatus, classify_frame, select_sequences
@@ -39,8 +50,16 @@ def _signature(source: Source, cfg: DataConfig, keys: tuple[str, ...]) -> str:
 
 SHOT_KEYS = ("cut_threshold", "cut_adaptive_ratio", "cut_min", "max_frames_per_source")
 DETECT_KEYS = SHOT_KEYS + ("detector", "detect_max_side", "min_face_size")
-SELECT_KEYS = DETECT_KEYS + ("descriptor", "descriptor_stride", "det_score", "identity_threshold", "max_gap",
-                             "max_motion", "max_scale_change", "min_sequence_length")
+SELECT_KEYS = DETECT_KEYS + ("descriptor", "descriptor_stride", "det_score", "identity_threshold",
+                             "identity_threshold_vggface2", "max_gap", "max_motion", "max_scale_change",
+                             "min_sequence_length")
+DESCRIBE_KEYS = DETECT_KEYS + ("descriptor", "det_score", "descriptor_stride")
+
+
+def _resolved(cfg: DataConfig) -> DataConfig:
+    """``cfg`` with ``descriptor`` resolved ("auto" -> the backend used), so signatures change when the
+    VGGFace2 weights appear or go."""
+    return dataclasses.replace(cfg, descriptor=descriptor_backend(cfg))
 
 
 def _load_if_current(path: Path, sig: str) -> dict | None:
@@ -159,13 +178,12 @@ def frame_statuses(source: Source, cfg: DataConfig, shots: dict, dets: dict) -> 
 def describe_source(source: Source, cfg: DataConfig, work: Path) -> dict[int, np.ndarray]:
     """Step 3: identity descriptors of every ``descriptor_stride``-th candidate frame.
     -> ``descriptors.npz``."""
-    if cfg.descriptor == "none":
+    backend = descriptor_backend(cfg)
+    if backend == "none":
         return {}
-    if cfg.descriptor != "dlib":
-        raise ValueError(f"data.descriptor must be 'dlib' or 'none', got {cfg.descriptor!r}")
     shots, dets = scan_shots(source, cfg, work), detect_source(source, cfg, work)
     out = work / source.name / "descriptors.npz"
-    sig = _signature(source, cfg, DETECT_KEYS + ("det_score", "descriptor_stride"))
+    sig = _signature(source, _resolved(cfg), DESCRIBE_KEYS)
     if out.is_file():
         data = np.load(out)
         if str(data["signature"]) == sig:
@@ -176,10 +194,11 @@ def describe_source(source: Source, cfg: DataConfig, work: Path) -> dict[int, np
     if cand and not shots["source_error"]:
         for fr in iter_frames(source, cfg.max_frames_per_source, wanted=set(cand)):
             if fr.image is not None:
-                desc[fr.index] = dlib_descriptors(fr.image, [cand[fr.index].box])[0]
+                desc[fr.index] = compute_descriptors(fr.image, [cand[fr.index].box], backend)[0]
     idx = sorted(desc)
     atomic_save_npz(out, signature=np.array(sig), indices=np.array(idx, np.int64),
-                    descriptors=np.array([desc[i] for i in idx], np.float32).reshape(-1, 128))
+                    descriptors=np.array([desc[i] for i in idx], np.float32).reshape(-1, DESCRIPTOR_DIMS[backend]),
+                    backend=np.array(backend))
     return desc
 
 
@@ -187,9 +206,12 @@ def describe_source(source: Source, cfg: DataConfig, work: Path) -> dict[int, np
 def select_source(source: Source, cfg: DataConfig, work: Path, hook: Hook | None = None) -> dict:
     """The rule + per-episode identity clustering. -> ``sequences.json``."""
     out = work / source.name / "sequences.json"
-    sig = _signature(source, cfg, SELECT_KEYS)
+    sig = _signature(source, _resolved(cfg), SELECT_KEYS)
     if (done := _load_if_current(out, sig)) is not None:
         return done
+    backend = descriptor_backend(cfg)
+    dim = DESCRIPTOR_DIMS.get(backend, DESCRIPTOR_DIMS["dlib"])
+    threshold = euclidean_threshold(cfg, backend)
     shots = scan_shots(source, cfg, work)
     result: dict = {"signature": sig, "source": source.to_dict(), "sequences": [], "rejections": [],
                     "warnings": list(shots["warnings"]), "n_frames": len(shots["indices"]) + len(shots["errors"]),
@@ -201,10 +223,15 @@ def select_source(source: Source, cfg: DataConfig, work: Path, hook: Hook | None
         return result
     dets = detect_source(source, cfg, work, hook)
     desc = describe_source(source, cfg, work)
-    sel = select_sequences(frame_statuses(source, cfg, shots, dets), [tuple(s) for s in shots["shots"]], cfg, desc)
-    means = [np.mean([desc[s.index] for s in seq if s.index in desc] or [np.full(128, 1e3 * k)], 0)
-             for k, seq in enumerate(sel.sequences)]
-    ids = cluster_descriptors(np.array(means).reshape(-1, 128), cfg.identity_threshold)
+    # Sequence links compare descriptors in Euclidean distance against data.identity_threshold; give
+    # them the backend's threshold in that unit (identical to cfg for dlib).
+    link_cfg = dataclasses.replace(cfg, identity_threshold=threshold)
+    sel = select_sequences(frame_statuses(source, cfg, shots, dets), [tuple(s) for s in shots["shots"]], link_cfg,
+                           desc)
+    # Undescribed sequences get far-apart stand-ins so each stays its own identity.
+    means = [sequence_descriptor(d, backend) if (d := [desc[s.index] for s in seq if s.index in desc])
+             else np.full(dim, 1e3 * k) for k, seq in enumerate(sel.sequences)]
+    ids = cluster_descriptors(np.array(means).reshape(-1, dim), threshold)
     labels = [f"{source.name}_person{k}" for k in ids]
     if source.kind == "patches" and len(ids):
         # A patch folder is one identity: its largest cluster keeps the folder's name; a sequence
@@ -212,11 +239,12 @@ def select_source(source: Source, cfg: DataConfig, work: Path, hook: Hook | None
         major = np.bincount(ids).argmax()
         for k, (seq, c) in enumerate(zip(sel.sequences, ids)):
             if c != major:
-                d = float(np.linalg.norm(means[k] - np.mean([m for m, i in zip(means, ids) if i == major], 0)))
+                rest = sequence_descriptor([m for m, i in zip(means, ids) if i == major], backend)
+                d = descriptor_distance(means[k], rest, backend)
                 result["warnings"].append(
                     f"identity check: sequence from frame {seq[0].index} looks like another person than the "
-                    f"rest of {source.name} (descriptor distance {d:.2f} > data.identity_threshold "
-                    f"{cfg.identity_threshold}); labelled {source.name}_person{c}")
+                    f"rest of {source.name} (descriptor distance {d:.2f} > {threshold_setting(backend)} "
+                    f"{threshold_value(cfg, backend)}); labelled {source.name}_person{c}")
         labels = [source.name if c == major else f"{source.name}_person{c}" for c in ids]
     for seq, label in zip(sel.sequences, labels):
         result["sequences"].append({
@@ -235,7 +263,8 @@ def select_source(source: Source, cfg: DataConfig, work: Path, hook: Hook | None
 def export_source(source: Source, cfg: DataConfig, work: Path, root: Path, hook: Hook | None = None) -> list[Path]:
     """Crop, landmarks, masks and the sequence folders of one source (finished folders are kept)."""
     sel = select_source(source, cfg, work, hook)
-    backends = {"detector": cfg.detector, "landmarks": landmark_backend(cfg), "masks": mask_backend(cfg)}
+    backends = {"detector": cfg.detector, "landmarks": landmark_backend(cfg), "masks": mask_backend(cfg),
+                "descriptor": descriptor_backend(cfg)}
     written = []
     for seq in sel["sequences"]:
         seq_dir = Path(root) / seq["identity"] / seq["name"]

@@ -12,6 +12,7 @@ import numpy as np
 
 from tvface.config import DataConfig
 from tvface.data.collect.detect import Detection
+from tvface.data.collect.identity import threshold_setting, threshold_value
 
 # Reasons, as written in the QC report.
 REASONS = {
@@ -80,8 +81,10 @@ def _link_break(prev: FrameStatus, cur: FrameStatus, cfg: DataConfig,
     if last_described is not None and cur.index in descriptors:
         # Descriptors may be sparse (data.descriptor_stride): compare with the run's latest one.
         d = float(np.linalg.norm(descriptors[last_described] - descriptors[cur.index]))
-        if d > cfg.identity_threshold:
-            return f"identity change (descriptor distance {d:.2f} > data.identity_threshold)"
+        if d > cfg.identity_threshold:  # Euclidean; the pipeline converts each backend's threshold
+            shown = d * d / 2.0 if cfg.descriptor == "vggface2" else d  # vggface2: cosine distance
+            return (f"identity change (descriptor distance {shown:.2f} > {threshold_setting(cfg.descriptor)} "
+                    f"{threshold_value(cfg, cfg.descriptor)})")
     return None
 
 
