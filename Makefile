@@ -20,13 +20,14 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
 EXECUTED := $(patsubst notebooks/%.py,book/generated/%.ipynb,$(NOTEBOOKS))
 LIB_SOURCES := $(shell find tvface -name '*.py') $(wildcard data/configs/*.yaml)
 
-.PHONY: all setup assets book test test-all bench lock clean distclean help
+.PHONY: all setup assets book test test-all bench lint lock clean distclean help
 all: book
 
 help:
 	@echo "make book     set up .venv, prepare assets, run every notebook ($(PROFILE)), build the site"
 	@echo "make test     set up, then the test suite (notebooks on the smoke profile + book build)"
 	@echo "make bench    benchmark scripts (renderer, deformable conv, temporal encoder, collection)"
+	@echo "make lint     ruff over the package, tests and benchmarks"
 	@echo "make lock     regenerate requirements/constraints.txt from .venv"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/face-nodeps.txt
@@ -58,6 +59,9 @@ test-all: $(STAMP) $(ICT_MODEL)
 
 bench: $(STAMP) $(ICT_MODEL)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check tvface tests benchmarks
 
 lock: $(STAMP)
 	@{ echo "# Lock file: every package of the working environment at the versions tested (pip freeze)."; \

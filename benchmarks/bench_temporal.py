@@ -18,6 +18,7 @@ import torch
 
 from tvface.models.cost import flop_table, time_table
 
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=224)
@@ -29,7 +30,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"input 1x{args.frames}x3x{args.size}x{args.size}, fp32, {args.threads} threads")
     for r in flop_table(args.size, args.frames, True):
-        print(f"  {r['model']:45s} {r['params_M']:7.1f} M params  {r['gflop_per_frame_per_encoder']:7.1f} GFLOP/frame/encoder")
+        print(f"  {r['model']:45s} {r['params_M']:7.1f} M params  "
+              f"{r['gflop_per_frame_per_encoder']:7.1f} GFLOP/frame/encoder")
     for r in time_table(args.size, args.frames, args.repeats, not args.no_paper):
         print(f"  {r['model']:45s} fwd {r['fwd_ms_per_frame_per_encoder']:8.1f} ms  fwd+bwd "
               f"{r['fwd_bwd_ms_per_frame_per_encoder']:8.1f} ms/frame/encoder  "

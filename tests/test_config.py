@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_circular_base_is_an_error(tmp_path):
 
 def test_config_is_frozen_and_round_trips(tmp_path):
     cfg = load_config("cpu-demo")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.render.image_size = 3  # type: ignore[misc]
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg

@@ -237,7 +237,8 @@ def test_jaw_pose_opens_mouth_and_moves_only_lower_face(ict_model):
     params = ict_model.zeros(1)
     params["pose"][0, 3] = ict_model.jaw_open_angle  # one full jawOpen
     opened = ict_model(**params)
-    lips = lambda out: (out.lmks_3d[0, 62] - out.lmks_3d[0, 66]).norm().item()
+    def lips(out):
+        return (out.lmks_3d[0, 62] - out.lmks_3d[0, 66]).norm().item()
     assert lips(opened) > lips(rest) + 0.02  # lips part by > 2 cm
     move = (opened.verts - rest.verts)[0].norm(dim=-1)
     skin_y = rest.verts[0, : 11248, 1]

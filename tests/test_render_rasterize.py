@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 import torch
-
 from _render_fixtures import random_soup, reference_rasterize
+
 from tvface.rendering import MeshRenderer, orth_to_screen, rasterize
 from tvface.rendering.procedural import uv_sphere
 

@@ -9,8 +9,15 @@ from tvface.config import PAPER_TEMPORAL, ConfigError, TemporalConfig, load_conf
 from tvface.models.alignment import flow_guided_deform_align
 from tvface.models.flow import SequenceFlowEstimator, SequenceFlows
 from tvface.models.spynet import SPyNet, set_trainable
-from tvface.models.temporal import (GridPropagation, TemporalEncoder, TemporalEncoders, branch_names,
-                                    encode_long_sequence, most_central_windows, window_starts)
+from tvface.models.temporal import (
+    GridPropagation,
+    TemporalEncoder,
+    TemporalEncoders,
+    branch_names,
+    encode_long_sequence,
+    most_central_windows,
+    window_starts,
+)
 from tvface.ops.flow_warp import flow_warp
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "data" / "configs"

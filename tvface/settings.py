@@ -1,11 +1,11 @@
 """Where tvface looks for user files and writes its work, from environment variables.
 
-| variable           | default                          | what                                            |
-|--------------------|----------------------------------|-------------------------------------------------|
-| ``TVFACE_ASSETS``  | ``$XDG_CACHE_HOME/tvface/assets`` | user-provided models and weights (``tvface assets``) |
-| ``TVFACE_DATA``    | ``$XDG_CACHE_HOME/tvface/data``   | generated datasets, runs, checkpoints           |
-| ``TVFACE_SHARED``  | unset                            | a ``shared/`` media + assets folder (CI: ``../shared``) |
-| ``TVFACE_ICT_SOURCE`` | ``$TVFACE_SHARED/assets/ict-facekit`` | an ICT-FaceKit folder, zip or tarball to build the ICT model from |
+- ``TVFACE_ASSETS`` (default ``$XDG_CACHE_HOME/tvface/assets``): user-provided models and weights
+  (``tvface assets``).
+- ``TVFACE_DATA`` (default ``$XDG_CACHE_HOME/tvface/data``): generated datasets, runs, checkpoints.
+- ``TVFACE_SHARED`` (default unset): a ``shared/`` media + assets folder (CI: ``../shared``).
+- ``TVFACE_ICT_SOURCE`` (default ``$TVFACE_SHARED/assets/ict-facekit``): an ICT-FaceKit folder, zip or
+  tarball to build the ICT model from.
 
 Functions, not module constants, so tests and notebooks can change the environment.
 """

@@ -137,7 +137,7 @@ def iter_model_files(source: str | os.PathLike, wanted: Callable[[str], bool] | 
 
 def read_model_file(source: str | os.PathLike, name: str) -> bytes:
     """One FaceXModel file's bytes (e.g. ``identity005.obj``); streams archives until found."""
-    for found, data in iter_model_files(source, wanted=lambda n: n == name):
+    for _found, data in iter_model_files(source, wanted=lambda n: n == name):
         return data
     raise IctSourceError(f"ICT-FaceKit source {source} has no {MODEL_DIR}/{name}")
 

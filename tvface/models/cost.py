@@ -76,11 +76,11 @@ def time_table(size: int = 224, t: int = 5, repeats: int = 3, with_paper: bool =
     for name, (m, kind, n_enc) in models(size, with_paper).items():
         m.train()
 
-        def fwd():
+        def fwd(m=m, kind=kind):
             with torch.no_grad():
                 _call(m, kind, frames, flows)
 
-        def fwd_bwd():
+        def fwd_bwd(m=m, kind=kind):
             m.zero_grad(set_to_none=True)
             _call(m, kind, frames, flows).square().mean().backward()
 

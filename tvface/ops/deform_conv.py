@@ -623,7 +623,7 @@ def _kernels() -> ctypes.CDLL | None:
     except (OSError, subprocess.CalledProcessError) as err:
         detail = getattr(err, "stderr", "") or err
         warnings.warn(f"tvface deform_conv: building the CPU kernels in {cache} failed ({detail}); using "
-                      f"the slower grid_sample path. Set TVFACE_NO_COMPILE=1 to silence this.")
+                      f"the slower grid_sample path. Set TVFACE_NO_COMPILE=1 to silence this.", stacklevel=2)
         return None
     ptr = ctypes.c_void_p
     for suffix in ("f32", "f64"):

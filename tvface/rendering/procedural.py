@@ -12,7 +12,8 @@ def uv_sphere(n_lat: int, n_lon: int, radii: tuple[float, float, float] = (1.0, 
     """Latitude-longitude ellipsoid facing +z, counter-clockwise (outward) faces.
 
     Vertex (i, j) is at polar angle pi * i / n_lat from +y and azimuth 2 pi j / n_lon - pi from +z towards +x;
-    the seam column (at the back, -z) is duplicated so one index serves positions and UVs (u = j / n_lon, v = 1 - i / n_lat).
+    the seam column (at the back, -z) is duplicated so one index serves positions and UVs
+    (u = j / n_lon, v = 1 - i / n_lat).
     Returns verts (V, 3), faces (F, 3) long (2 n_lat n_lon, pole triangles degenerate), uv_coords (V, 2).
     """
     i = torch.arange(n_lat + 1, dtype=torch.float64)[:, None]

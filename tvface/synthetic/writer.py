@@ -195,7 +195,8 @@ def write_sequence(index: int, cfg: ProfileConfig, ctx: Context, root: Path, gt_
 
 def is_done(index: int, cfg: ProfileConfig, root: Path, gt_root: Path) -> bool:
     ident_name, seq_name, _ = sequence_names(index, cfg.synth.sequences_per_identity)
-    return layout.is_sequence_dir(root / ident_name / seq_name) and (gt_root / ident_name / seq_name / GT_META).is_file()
+    done = layout.is_sequence_dir(root / ident_name / seq_name)
+    return done and (gt_root / ident_name / seq_name / GT_META).is_file()
 
 
 _WORKER: dict = {}

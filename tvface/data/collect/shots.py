@@ -2,8 +2,8 @@
 
 A cut is where the Bhattacharyya distance between consecutive frames' hue-saturation histograms
 exceeds ``cut_threshold``, or stands out ``cut_adaptive_ratio`` times above its neighbours' (above
-``cut_min``; the adaptive rule of PySceneDetect's AdaptiveDetector). Hue and saturation, not value, so lighting changes and fades within a shot
-do not split it.
+``cut_min``; the adaptive rule of PySceneDetect's AdaptiveDetector). Hue and saturation, not value,
+so lighting changes and fades within a shot do not split it.
 """
 from __future__ import annotations
 
