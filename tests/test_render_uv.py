@@ -109,3 +109,41 @@ def test_displacement_bump_tilts_detail_normals_outwards():
     mask = torch.zeros(1, 1, size, size)
     masked = displacement2normal(disp, uv_verts, uv_normals, uv_mask=mask)
     torch.testing.assert_close(masked, uv_normals)
+
+
+def test_uv_padding_copies_the_nearest_covered_texel():
+    from tvface.rendering.rasterize import Fragments
+    from tvface.rendering.uv import uv_padding_index, world2uv
+
+    # A 6x6 layout with one covered 2x2 block at rows 2-3, cols 2-3.
+    pix = torch.tensor([2 * 6 + 2, 2 * 6 + 3, 3 * 6 + 2, 3 * 6 + 3])
+    frags = Fragments(pix, torch.zeros(4, dtype=torch.long), torch.tensor([[1.0, 0, 0]] * 4), torch.zeros(4), 1, 6, 6)
+    index = uv_padding_index(frags, pad=1)
+    attrs = torch.tensor([[[5.0], [0.0], [0.0]]])  # every covered texel reads vertex 0's value 5
+    plain = world2uv(frags, attrs, torch.tensor([[0, 1, 2]]))[0, 0]
+    padded = world2uv(frags, attrs, torch.tensor([[0, 1, 2]]), index)[0, 0]
+    assert plain.sum() == 20 and (plain[2:4, 2:4] == 5).all()
+    expected = torch.zeros(6, 6)
+    expected[1:5, 2:4] = 5  # one texel above/below the block
+    expected[2:4, 1:5] = 5  # one texel left/right; diagonal texels are sqrt(2) > 1 away
+    assert torch.equal(padded, expected)
+    assert torch.equal(uv_padding_index(frags, pad=0), torch.arange(36))
+
+
+def test_uv_padding_removes_island_border_errors_on_ict():
+    path = settings.assets_dir() / "ict_facekit_model.npz"
+    if not path.is_file():
+        pytest.skip(f"ICT model not built at {path}: run `tvface assets build-ict` to enable this test")
+    from tvface.face_models.ict import load_ict_model
+
+    model = load_ict_model(path)
+    verts = model(**model.zeros(1)).verts[0]
+    skin = model.skin_faces[:, None].expand(-1, 3).reshape(-1)
+    corner_uv = model.uv_coords[model.uv_faces.reshape(-1)]
+    p99 = {}
+    for pad in (0, 2):
+        renderer = MeshRenderer(model.faces, model.uv_coords, model.uv_faces, 16, 256, uv_padding=pad)
+        back = sample_texture(renderer.world2uv(verts[None]), corner_uv)
+        p99[pad] = (back - verts[model.faces.reshape(-1)]).norm(dim=1)[skin].quantile(0.99)
+    # Every skin corner, island borders included. Measured: 73 mm without padding, 9.4 mm with 2 texels.
+    assert p99[2] < 0.015 and p99[2] < 0.2 * p99[0]

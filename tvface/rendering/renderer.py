@@ -22,7 +22,7 @@ from tvface.rendering.shading import (
     sh_shading_packed,
 )
 from tvface.rendering.texture import sample_texture, uv_to_grid
-from tvface.rendering.uv import displacement2normal, rasterize_uv, world2uv
+from tvface.rendering.uv import displacement2normal, rasterize_uv, uv_padding_index, world2uv
 
 BACKENDS = ("auto", "torch", "pytorch3d")
 
@@ -83,10 +83,12 @@ class MeshRenderer(nn.Module):
         backend: "torch", "pytorch3d" or "auto" (pytorch3d if importable).
         cull_backfaces: triangles facing away never show (DECA's pytorch3d setting does not cull;
             it only differs through holes in the mesh, where it would show the inside).
+        uv_padding: UV maps from :meth:`world2uv` extend this many texels beyond each island
+            (:func:`tvface.rendering.uv.uv_padding_index`); 0 keeps DECA's zeros off the layout.
     """
 
     def __init__(self, faces: Tensor, uv_coords: Tensor, uv_faces: Tensor, image_size: int, uv_size: int = 256,
-                 backend: str = "torch", cull_backfaces: bool = True) -> None:
+                 backend: str = "torch", cull_backfaces: bool = True, uv_padding: int = 2) -> None:
         super().__init__()
         if faces.shape != uv_faces.shape or faces.ndim != 2 or faces.shape[1] != 3:
             raise ValueError(f"faces and uv_faces must both be (F, 3), got {tuple(faces.shape)} and "
@@ -102,6 +104,7 @@ class MeshRenderer(nn.Module):
         self.register_buffer("uv_pix_idx", uv_frags.pix_idx, persistent=False)
         self.register_buffer("uv_face_idx", uv_frags.face_idx, persistent=False)
         self.register_buffer("uv_bary", uv_frags.bary, persistent=False)
+        self.register_buffer("uv_pad_index", uv_padding_index(uv_frags, uv_padding), persistent=False)
 
     @property
     def uv_fragments(self) -> Fragments:
@@ -120,8 +123,9 @@ class MeshRenderer(nn.Module):
         return rasterize(screen_verts, self.faces, self.image_size, cull_backfaces=self.cull_backfaces)
 
     def world2uv(self, attrs: Tensor) -> Tensor:
-        """(B, V, C) per-vertex values -> (B, C, S, S) UV maps (M_uv, N_uv), zeros off the layout."""
-        return world2uv(self.uv_fragments, attrs, self.faces)
+        """(B, V, C) per-vertex values -> (B, C, S, S) UV maps (M_uv, N_uv), padded beyond the islands
+        by ``uv_padding`` texels, zeros further off the layout."""
+        return world2uv(self.uv_fragments, attrs, self.faces, self.uv_pad_index)
 
     def vertex_normals(self, verts: Tensor) -> Tensor:
         return vertex_normals(verts, self.faces)
