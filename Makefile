@@ -48,7 +48,7 @@ book/generated/%.ipynb: notebooks/%.py $(ICT_MODEL) $(LIB_SOURCES)
 	$(VENV)/bin/tvface book run --profile $(PROFILE) --out book/generated $<
 
 book: $(STAMP) $(ICT_MODEL) $(EXECUTED)
-	$(VENV)/bin/tvface book build --out book/generated
+	$(VENV)/bin/tvface book build
 	@echo "site: book/_build/html/index.html"
 
 test: $(STAMP) $(ICT_MODEL)

@@ -98,6 +98,9 @@ def test_flame_texture_loader(tmp_path):
     assert torch.allclose(model.basis[1, 0], torch.from_numpy(tex_dir[..., 2, 1] / 255.0), atol=1e-6)
     small = load_flame_albedo(path, n_tex=3, size=256)
     assert small(torch.zeros(2, 3)).shape == (2, 3, 256, 256)
+    full = load_flame_albedo(path, n_tex=3, size=512)
+    # DECA's FLAMETex resizes with F.interpolate's default (nearest): every other texel, no blur.
+    assert torch.equal(small.mean, full.mean[:, ::2, ::2]) and torch.equal(small.basis, full.basis[:, :, ::2, ::2])
     with pytest.raises(ValueError, match="has 3 texture modes"):
         load_flame_albedo(path, n_tex=4)
 

@@ -85,3 +85,15 @@ def test_paper_profile_passes_the_paper_layout_check():
     load_config("paper").temporal.check_paper()  # raises ConfigError on any deviation
     with pytest.raises(ConfigError):
         load_config("paper", ["temporal.n_blocks=2"])
+
+
+def test_relative_paths_are_relative_to_the_yaml_file(tmp_path):
+    sub = tmp_path / "exp"
+    sub.mkdir()
+    (sub / "run.yaml").write_text("base: ../base.yaml\ndata:\n  root: datasets/tv\n")
+    (tmp_path / "base.yaml").write_text("face_model:\n  model_path: models/ict.npz\nsynth:\n  root: ${TVFACE_DATA}/s\n")
+    cfg = load_config(sub / "run.yaml")
+    assert cfg.data.root == str(sub / "datasets" / "tv")
+    assert cfg.face_model.model_path == str(tmp_path / "models" / "ict.npz")  # relative to base.yaml
+    assert cfg.synth.root == "${TVFACE_DATA}/s"  # variables expand later, at use
+    assert load_config(sub / "run.yaml", ["data.root=elsewhere"]).data.root == "elsewhere"  # CLI: cwd

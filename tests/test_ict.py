@@ -176,7 +176,6 @@ def test_no_network_gives_the_fix(tmp_path):
 def test_build_summary(ict_build):
     print(f"ICT build: {ict_build['seconds']:.1f} s, {ict_build['bytes'] / 1e6:.1f} MB")
     assert ict_build["n_identity"] == 30 and ict_build["n_verts"] == N_KEEP_VERTS
-    assert ict_build["seconds"] < 60
 
 
 def test_round_trip_neutral_plus_mode_is_the_obj(ict_archive, ict_model_file):
@@ -301,3 +300,14 @@ def test_rasterize_uv_mask_known_triangle():
     mask = rasterize_uv_mask(uv, np.array([[0, 1, 2]]), 8)
     expected = (np.add.outer(np.arange(8)[::-1], np.arange(8)) <= 7).astype(np.float32)  # lower-left half
     assert np.abs(mask - expected).sum() <= 8  # the diagonal may go either way
+
+
+def test_zeros_follow_the_models_dtype_and_device(ict_model):
+    import copy
+
+    model = copy.deepcopy(ict_model).double()
+    params = model.zeros(2)
+    assert all(p.dtype == torch.float64 and p.device == model.template.device for p in params.values())
+    out = model(**params)
+    assert out.verts.dtype == torch.float64
+    torch.testing.assert_close(out.verts[0], model.template)  # zero parameters: the template

@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tvface import settings
 from tvface.rendering import (
     MeshRenderer,
     displacement2normal,
@@ -64,13 +63,8 @@ def test_uv_round_trip_sphere():
     assert err.max() < 2e-3  # radius 1: bilinear across texels of neighbouring flat triangles
 
 
-def test_uv_round_trip_ict_model():
-    path = settings.assets_dir() / "ict_facekit_model.npz"
-    if not path.is_file():
-        pytest.skip(f"ICT model not built at {path}: run `tvface assets build-ict` to enable this test")
-    from tvface.face_models.ict import load_ict_model
-
-    model = load_ict_model(path)
+def test_uv_round_trip_ict_model(ict_model):
+    model = ict_model
     out = model(**model.zeros(1))
     renderer = MeshRenderer(model.faces, model.uv_coords, model.uv_faces, image_size=16, uv_size=256)
     err, frac = _round_trip_error(renderer, out.verts[0], model.uv_coords, model.uv_faces)
@@ -130,13 +124,8 @@ def test_uv_padding_copies_the_nearest_covered_texel():
     assert torch.equal(uv_padding_index(frags, pad=0), torch.arange(36))
 
 
-def test_uv_padding_removes_island_border_errors_on_ict():
-    path = settings.assets_dir() / "ict_facekit_model.npz"
-    if not path.is_file():
-        pytest.skip(f"ICT model not built at {path}: run `tvface assets build-ict` to enable this test")
-    from tvface.face_models.ict import load_ict_model
-
-    model = load_ict_model(path)
+def test_uv_padding_removes_island_border_errors_on_ict(ict_model):
+    model = ict_model
     verts = model(**model.zeros(1)).verts[0]
     skin = model.skin_faces[:, None].expand(-1, 3).reshape(-1)
     corner_uv = model.uv_coords[model.uv_faces.reshape(-1)]
@@ -147,3 +136,18 @@ def test_uv_padding_removes_island_border_errors_on_ict():
         p99[pad] = (back - verts[model.faces.reshape(-1)]).norm(dim=1)[skin].quantile(0.99)
     # Every skin corner, island borders included. Measured: 73 mm without padding, 9.4 mm with 2 texels.
     assert p99[2] < 0.015 and p99[2] < 0.2 * p99[0]
+
+
+def test_displacement_maps_at_another_resolution_are_resampled():
+    # DECA's decoder and fixed displacement are 256^2; a renderer at uv_size 64 must accept them.
+    verts, faces, uv = uv_sphere(12, 24)
+    renderer = MeshRenderer(faces, uv, faces, image_size=16, uv_size=64)
+    uv_verts = renderer.world2uv(verts[None])
+    uv_normals = renderer.world2uv(vertex_normals(verts[None], faces))
+    disp = torch.full((1, 1, 256, 256), 0.01)
+    mask = torch.ones(1, 1, 256, 256)
+    fixed = torch.zeros(256, 256)
+    resampled = displacement2normal(disp, uv_verts, uv_normals, mask, fixed)
+    same_size = displacement2normal(torch.full((1, 1, 64, 64), 0.01), uv_verts, uv_normals,
+                                    torch.ones(1, 1, 64, 64), torch.zeros(64, 64))
+    torch.testing.assert_close(resampled, same_size)

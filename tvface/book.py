@@ -61,7 +61,7 @@ def execute_notebook(source: Path, out_dir: Path, profile: str,
     nb = jupytext.read(source)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = {**default_parameters(profile), **(parameters or {})}
-    known = _parameter_names(nb)
+    known = _parameter_names(nb, source)
     params = {k: v for k, v in params.items() if k in known}
     staged = out_dir / f".{source.stem}.in.ipynb"
     partial = out_dir / f".{source.stem}.partial.ipynb"
@@ -75,6 +75,9 @@ def execute_notebook(source: Path, out_dir: Path, profile: str,
         raise NotebookError(
             f"notebook {source} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
             f"the partly executed copy is {partial}") from None
+    except Exception as exc:  # a dead kernel, a timeout: still name the notebook
+        raise NotebookError(f"notebook {source} did not finish ({type(exc).__name__}: {exc}); "
+                            f"the partly executed copy, if any, is {partial}") from None
     finally:
         staged.unlink(missing_ok=True)
     output = out_dir / f"{source.stem}.ipynb"
@@ -82,7 +85,7 @@ def execute_notebook(source: Path, out_dir: Path, profile: str,
     return NotebookRun(source, output, time.perf_counter() - start)
 
 
-def _parameter_names(nb) -> set[str]:
+def _parameter_names(nb, source: Path | str = "notebook") -> set[str]:
     import ast
 
     for cell in nb.cells:
@@ -91,7 +94,7 @@ def _parameter_names(nb) -> set[str]:
             return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
                     for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
                     if isinstance(t, ast.Name)}
-    raise NotebookError("notebook has no cell tagged 'parameters' (add `# %% tags=[\"parameters\"]`)")
+    raise NotebookError(f"{source} has no cell tagged 'parameters' (add `# %% tags=[\"parameters\"]`)")
 
 
 def stage_book(dest: Path, generated: Path) -> Path:
@@ -123,5 +126,7 @@ def build_book(root: Path = REPO_ROOT, warnings_as_errors: bool = True) -> Path:
 
 def missing_from_toc(sources: Sequence[Path] | None = None, toc: Path = REPO_ROOT / "_toc.yml") -> list[str]:
     """Notebook stems that ``_toc.yml`` does not list (every notebook must be in the book)."""
-    text = toc.read_text()
-    return [p.stem for p in (sources or notebook_sources()) if f"book/generated/{p.stem}" not in text]
+    import re
+
+    listed = set(re.findall(r"file:\s*book/generated/([\w.-]+)", toc.read_text()))
+    return [p.stem for p in (sources or notebook_sources()) if p.stem not in listed]

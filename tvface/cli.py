@@ -39,7 +39,8 @@ def _cmd_assets(args: argparse.Namespace) -> int:
 def _cmd_build_ict(args: argparse.Namespace) -> int:
     from tvface.face_models import ict
 
-    out = Path(args.out) if args.out else assets.get("ict_model").path()
+    root = Path(args.assets_dir) if args.assets_dir else None
+    out = Path(args.out) if args.out else assets.get("ict_model").path(root)
     source = Path(args.source) if args.source else settings.ict_source()
     path = ict.prepare_ict_model(out, source=source, n_identity=args.n_identity, force=args.force)
     print(f"ICT model: {path}")
@@ -107,8 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--profile", default="cpu-demo")
     p_run.add_argument("--out", default="book/generated")
     p_run.set_defaults(func=_cmd_book_run)
-    p_build = bsub.add_parser("build")
-    p_build.add_argument("--out", default="book/generated")
+    p_build = bsub.add_parser("build", help="build the site from book/generated (executed notebooks)")
     p_build.set_defaults(func=_cmd_book_build)
 
     try:

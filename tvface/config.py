@@ -35,10 +35,10 @@ class ConfigError(ValueError):
 class FaceModelConfig:
     """Which parametric face model and how many coefficients of each block."""
 
-    kind: str = "ict"  # "ict" | "flame"
-    n_shape: int = 100  # FLAME: first 100 of 300 (DECA); ICT: at most the identities built
-    n_exp: int = 50  # FLAME: first 50 of 100 (DECA); ICT: always 53 blendshapes
-    n_tex: int = 50  # albedo coefficients
+    kind: str = "ict"  # "ict" | "flame"; the defaults below are the ICT ones (FLAME/DECA: 100, 50, 50)
+    n_shape: int = 30  # FLAME: first 100 of 300 (DECA); ICT: at most the identities built (30 shared)
+    n_exp: int = 53  # FLAME: first 50 of 100 (DECA); ICT: always 53 blendshapes
+    n_tex: int = 4  # albedo coefficients (FLAME/DECA: 50; tvface's built-in space: 4)
     # Optional explicit files; empty means "look in the assets directory".
     model_path: str = ""
     albedo: str = "auto"  # "auto" (FLAME texture space when present, else built-in) | "builtin" | "flame"
@@ -263,6 +263,19 @@ def _deep_merge(base: dict, top: Mapping) -> dict:
     return out
 
 
+# Settings that hold paths: a relative value in a YAML file is relative to that file's folder.
+PATH_KEYS = (("face_model", "model_path"), ("data", "root"), ("data", "work_dir"), ("synth", "root"),
+             ("synth", "gt_root"))
+
+
+def _resolve_paths(data: dict, folder: Path) -> dict:
+    for section, key in PATH_KEYS:
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), Mapping) else None
+        if isinstance(value, str) and value and not value.startswith(("/", "~", "$")):
+            data[section] = {**data[section], key: str(folder / value)}
+    return data
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
@@ -275,6 +288,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    data = _resolve_paths(data, path.parent)
     base = data.pop("base", None)
     if base is None:
         return data

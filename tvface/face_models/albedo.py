@@ -88,6 +88,7 @@ class AlbedoModel(nn.Module):
         if tex.ndim != 2 or tex.shape[1] != self.n_tex:
             raise ValueError(f"AlbedoModel: tex must have shape (B, {self.n_tex}), got {tuple(tex.shape)}")
         k, c, h, w = self.basis.shape
+        tex = tex.to(self.basis.dtype)
         out = self.mean[None] + (tex @ self.basis.reshape(k, -1)).view(-1, c, h, w)  # (B, 3, H, W)
         return out.clamp(0.0, 1.0) if self.clamp else out
 
@@ -134,8 +135,9 @@ def load_flame_albedo(path: str | os.PathLike, n_tex: int, size: int = 256) -> A
     mean = mean.permute(2, 0, 1)[[2, 1, 0]]  # (3, 512, 512), BGR -> RGB as DECA
     basis = basis.T.reshape(n_tex, FLAME_TEX_SIZE, FLAME_TEX_SIZE, 3).permute(0, 3, 1, 2)[:, [2, 1, 0]]
     if size != FLAME_TEX_SIZE:
-        mean = F.interpolate(mean[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-        basis = F.interpolate(basis, size=(size, size), mode="bilinear", align_corners=False)
+        # DECA's FLAMETex resizes with F.interpolate's default, nearest.
+        mean = F.interpolate(mean[None], size=(size, size), mode="nearest")[0]
+        basis = F.interpolate(basis, size=(size, size), mode="nearest")
     return AlbedoModel(mean, basis, names=tuple(f"{kind.lower()}_{k}" for k in range(n_tex)))
 
 

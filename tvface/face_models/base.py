@@ -66,8 +66,10 @@ class FaceModel(nn.Module):
     def n_verts(self) -> int:
         return int(self.template.shape[0])
 
-    def zeros(self, batch_size: int = 1, device=None, dtype=torch.float32) -> dict[str, Tensor]:
-        """Zero parameters (the neutral mean face at rest)."""
+    def zeros(self, batch_size: int = 1, device=None, dtype=None) -> dict[str, Tensor]:
+        """Zero parameters (the neutral mean face at rest), on the model's device and dtype by default."""
+        device = self.template.device if device is None else device
+        dtype = self.template.dtype if dtype is None else dtype
         return {k: torch.zeros(batch_size, n, device=device, dtype=dtype) for k, n in self.param_sizes.items()}
 
     def check_params(self, shape: Tensor, exp: Tensor, pose: Tensor) -> int:

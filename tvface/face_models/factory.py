@@ -28,14 +28,15 @@ def load_albedo_model(cfg: FaceModelConfig, model: FaceModel, uv_size: int = 256
     """The albedo space on ``model``'s UV layout (``face_model.albedo``).
 
     ``builtin``: tvface's low-rank UV albedo space (ICT layout; at most its documented modes).
-    ``flame``: FLAME's texture space (``FLAME_texture.npz``, else ``FLAME_albedo_from_BFM.npz``).
+    ``flame``: FLAME's texture space: ``FLAME_albedo_from_BFM.npz`` (DECA's default ``tex_type: BFM``,
+    what ``deca_model.tar`` was trained with), else ``FLAME_texture.npz``.
     ``auto``: FLAME's space for FLAME when present, else the built-in one.
     """
     from tvface.face_models.albedo import ICT_ALBEDO_MODES, build_ict_albedo, load_flame_albedo
 
     if cfg.albedo not in ("auto", "builtin", "flame"):
         raise ValueError(f"face_model.albedo must be auto, builtin or flame, got {cfg.albedo!r}")
-    flame_file = assets.find("flame_texture", assets_root) or assets.find("flame_albedo_bfm", assets_root)
+    flame_file = assets.find("flame_albedo_bfm", assets_root) or assets.find("flame_texture", assets_root)
     if cfg.albedo == "flame" or (cfg.albedo == "auto" and model.name == "flame"):
         path = flame_file or assets.require("flame_albedo_bfm", assets_root)
         return load_flame_albedo(path, cfg.n_tex, uv_size)

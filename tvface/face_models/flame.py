@@ -134,6 +134,7 @@ class FLAME(FaceModel):
         self.register_buffer("posedirs", torch.tensor(posedirs, dtype=f32))  # (36, V * 3)
         self.register_buffer("J_regressor", torch.tensor(model.J_regressor, dtype=f32))  # (5, V)
         self.register_buffer("parents", torch.tensor(model.parents, dtype=torch.long))  # (5,)
+        self._parent_ids = tuple(int(p) for p in model.parents)  # host copy for lbs (no device sync)
         self.register_buffer("lbs_weights", torch.tensor(model.lbs_weights, dtype=f32))  # (V, 5)
 
         faces = torch.tensor(model.faces, dtype=torch.long)
@@ -191,7 +192,7 @@ class FLAME(FaceModel):
         full_pose = self.full_pose(pose, eye_pose)  # (B, 15)
         betas = torch.cat([shape, exp], dim=1)  # (B, n_shape + n_exp)
         out = lbs(betas, full_pose, self.template, self.shapedirs, self.posedirs, self.J_regressor,
-                  self.parents, self.lbs_weights)
+                  self._parent_ids, self.lbs_weights)
         verts = out.verts  # (B, V, 3)
 
         dyn_faces, dyn_bary = dynamic_contour(full_pose, self.dynamic_lmk_faces_idx,

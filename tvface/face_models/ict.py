@@ -432,8 +432,8 @@ class ICTModel(FaceModel):
         batch = self.check_params(shape, exp, pose)
         n_v = self.template.shape[0]
         weights = self.expression_weights(exp, pose)  # (B, 53)
-        offsets = shape @ self.identity_basis.reshape(self.n_shape, -1) \
-            + weights @ self.expression_basis.reshape(self.n_exp, -1)  # (B, V*3)
+        offsets = shape @ self.identity_basis.reshape(self.n_shape, n_v * 3) \
+            + weights @ self.expression_basis.reshape(self.n_exp, n_v * 3)  # (B, V*3)
         verts = self.template[None] + offsets.view(batch, n_v, 3)  # (B, V, 3)
         rot = batch_rodrigues(pose[:, :3])  # (B, 3, 3), about the origin (jaw hinge)
         verts = verts @ rot.transpose(1, 2)

@@ -12,6 +12,8 @@ so that a FLAME model loaded from ``generic_model.pkl`` reproduces DECA's vertic
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dataclasses import dataclass
 
 import torch
@@ -77,7 +79,7 @@ def transform_mat(R: Tensor, t: Tensor) -> Tensor:
     return torch.cat([F.pad(R, [0, 0, 0, 1]), F.pad(t, [0, 0, 0, 1], value=1.0)], dim=2)
 
 
-def batch_rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor) -> tuple[Tensor, Tensor]:
+def batch_rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor | Sequence[int]) -> tuple[Tensor, Tensor]:
     """Forward kinematics along the kinematic tree.
 
     Each joint rotates about its own rest location, composed with its parent's transform. The
@@ -94,7 +96,8 @@ def batch_rigid_transform(rot_mats: Tensor, joints: Tensor, parents: Tensor) -> 
         rel_transforms: (B, J, 4, 4).
     """
     batch, n_joints = joints.shape[:2]
-    parent_ids = [int(p) for p in parents.tolist()]
+    # A Python sequence avoids a device -> host copy on every call (FLAME passes its cached tuple).
+    parent_ids = [int(p) for p in (parents.tolist() if isinstance(parents, Tensor) else parents)]
     rel_joints = joints.clone()  # (B, J, 3), offset from the parent joint
     rel_joints[:, 1:] = joints[:, 1:] - joints[:, parent_ids[1:]]
     local = transform_mat(rot_mats.reshape(-1, 3, 3), rel_joints.reshape(-1, 3, 1))
@@ -128,7 +131,7 @@ def skin_vertices(verts: Tensor, lbs_weights: Tensor, transforms: Tensor) -> Ten
 
 
 def lbs(betas: Tensor, pose: Tensor, v_template: Tensor, shapedirs: Tensor, posedirs: Tensor,
-        J_regressor: Tensor, parents: Tensor, lbs_weights: Tensor) -> LbsOutput:
+        J_regressor: Tensor, parents: Tensor | Sequence[int], lbs_weights: Tensor) -> LbsOutput:
     """Shape, pose-corrective and skinning: FLAME/SMPL's ``lbs``.
 
     Args:

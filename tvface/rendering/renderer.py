@@ -174,8 +174,8 @@ class MeshRenderer(nn.Module):
             out["shape_images"] = to_image(SHAPE_ALBEDO * directional_shading(pix_normals.detach()) * facing
                                            ).expand(-1, 3, -1, -1)
         if uv_disp is not None:
-            uv_verts = self.world2uv(verts).detach()
-            uv_normals = self.world2uv(normals).detach()
+            uv_verts = self.world2uv(verts.detach())
+            uv_normals = self.world2uv(normals.detach())
             uv_detail_normals = displacement2normal(uv_disp, uv_verts, uv_normals, uv_mask, fixed_disp)
             uv_sample = uv.detach()  # DECA samples detail maps with ``grid.detach()``
             pix_detail_normals = sample_texture(uv_detail_normals, uv_sample, batch_idx)

@@ -117,9 +117,16 @@ def displacement2normal(uv_disp: Tensor, uv_verts: Tensor, uv_normals: Tensor, u
     Returns:
         (B, 3, S, S) unit detail normals.
     """
+    size = uv_verts.shape[-2:]
+    if uv_disp.shape[-2:] != size:  # D may come at another resolution (DECA's decoder: 256^2)
+        uv_disp = F.interpolate(uv_disp, size=size, mode="bilinear", align_corners=False)
     if uv_mask is not None:
+        if uv_mask.shape[-2:] != size:
+            uv_mask = F.interpolate(uv_mask.to(uv_disp.dtype), size=size, mode="nearest")
         uv_disp = uv_disp * uv_mask
     if fixed_disp is not None:
+        if fixed_disp.shape[-2:] != size:
+            fixed_disp = F.interpolate(fixed_disp[None, None].to(uv_disp.dtype), size=size, mode="nearest")[0, 0]
         uv_disp = uv_disp + fixed_disp[None, None]
     detail = grid_vertex_normals(displace_uv(uv_verts, uv_normals, uv_disp))
     if uv_mask is None:
