@@ -13,7 +13,6 @@ so that a FLAME model loaded from ``generic_model.pkl`` reproduces DECA's vertic
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from dataclasses import dataclass
 
 import torch
