@@ -20,3 +20,14 @@ def test_atomic_npy_round_trip(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), a)
     with pytest.raises(ValueError):
         atomic_save_npy(tmp_path / "b.npy", np.array([object()], dtype=object))
+
+
+def test_atomic_files_get_the_umask_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600

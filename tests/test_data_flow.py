@@ -34,3 +34,19 @@ def test_flow_prev_of_translation_is_minus_the_motion_and_warps_back():
     err = np.abs(warped[inner] - cur[..., 0][inner].astype(np.float32)).mean()
     assert err < 3.0, err
     assert np.abs(prev[..., 0][inner].astype(np.float32) - cur[..., 0][inner]).mean() > 4 * err
+
+
+def test_missing_flow_is_zero_only_at_sequence_ends(tmp_path):
+    import pytest
+
+    from tvface.data import layout
+    from tvface.data.flow import load_flow
+
+    seq = tmp_path / "id" / "seq"
+    assert not load_flow(seq, "00000", "prev", is_end=True).any()  # no neighbour: zeros
+    with pytest.raises(FileNotFoundError, match="tvface collect flow"):
+        load_flow(seq, "00003", "prev")
+    p = layout.flow_path(seq, "00003", "prev")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    np.save(p, np.ones((112, 112, 2), np.float32))
+    assert load_flow(seq, "00003", "prev").mean() == 1.0

@@ -51,3 +51,17 @@ def test_sequence_flows_shapes_and_t1():
     assert fl.to_prev.shape == fl.to_next.shape == (2, 3, 2, 16, 16)
     fl1 = est(torch.rand(1, 1, 3, 32, 32))
     assert fl1.to_prev.shape[1] == 0
+
+
+def test_composition_follows_the_first_flow_then_samples_the_second():
+    """Non-constant flows do not commute: flow_ac(x) = flow_ab(x) + flow_bc(x + flow_ab(x))."""
+    h, w = 8, 12
+    xs = torch.arange(w, dtype=torch.float32).expand(h, w)
+    flow_ab = torch.zeros(1, 2, h, w)
+    flow_ab[0, 0] = 1.0  # one pixel right everywhere
+    flow_bc = torch.zeros(1, 2, h, w)
+    flow_bc[0, 0] = 0.1 * xs  # depends on where it is sampled
+    got = compose_flows(flow_ab, flow_bc)[0, 0, :, :-1]  # the last column samples outside
+    torch.testing.assert_close(got, 1.0 + 0.1 * (xs[:, :-1] + 1.0))
+    wrong_order = compose_flows(flow_bc, flow_ab)[0, 0, :, :-2]
+    assert not torch.allclose(wrong_order, got[:, :-1])

@@ -177,3 +177,23 @@ def test_same_seed_gives_identical_files(ict_context, tmp_path):
     a, b = run(tmp_path / "a"), run(tmp_path / "b")
     assert a.keys() == b.keys() and len(a) > 10
     assert all(a[k] == b[k] for k in a)
+
+
+def test_rerun_keeps_finished_sequences_and_redoes_changed_settings(ict_context, tmp_path):
+    import torch
+
+    from tvface.config import load_config
+    from tvface.data import layout
+    from tvface.synthetic.writer import generate
+
+    base = {"synth.image_size": 64, "synth.n_frames": 4, "synth.n_sequences": 1, "synth.oracle": True,
+            "synth.root": str(tmp_path / "ds")}
+    threads = torch.get_num_threads()
+    first = generate(load_config("smoke", base), workers=1, progress=False)
+    assert torch.get_num_threads() == threads  # the serial path restores the caller's threads
+    again = generate(load_config("smoke", base), workers=1, progress=False)
+    assert (first["written"], again["written"], again["skipped"]) == (1, 0, 1)
+    changed = generate(load_config("smoke", {**base, "synth.seed": 7}), workers=1, progress=False)
+    assert changed["written"] == 1  # another seed is another sequence: not silently kept
+    (seq,) = layout.list_sequences(tmp_path / "ds")
+    assert layout.read_manifest(seq)["source"]["seed"] == 7

@@ -160,3 +160,49 @@ def test_paper_config_is_exact_and_yaml_configs_load():
     assert all(getattr(paper, k) == v for k, v in PAPER_TEMPORAL.items())
     eff = load_config(CONFIG_DIR / "temporal-efficient.yaml").temporal
     assert eff.variant == "efficient" and eff.propagation_scale == 4 and eff.shared_trunk
+
+
+def test_branches_align_with_the_flows_of_their_direction():
+    """forward_j at frame i gets flow i->i-1 and compose(i->i-1, i-1->i-2); backward_j gets i->i+1 ..."""
+    from tvface.models.flow import SequenceFlows
+    from tvface.ops.flow_warp import compose_flows
+
+    t, h = 5, 6
+    prop = GridPropagation(TINY).eval()
+    to_prev = torch.randn(1, t - 1, 2, h, h)  # to_prev[:, i-1] = flow i -> i-1
+    to_next = torch.randn(1, t - 1, 2, h, h)  # to_next[:, i] = flow i -> i+1
+    seen: dict[str, list] = {}
+    for name, module in prop.align.items():
+        def record(cur, f1, f2, flow1, flow2, name=name, inner=module.forward):
+            seen.setdefault(name, []).append((flow1.clone(), flow2.clone()))
+            return inner(cur, f1, f2, flow1, flow2)
+        module.forward = record
+    with torch.no_grad():
+        prop([torch.randn(1, 16, h, h) for _ in range(t)], SequenceFlows(to_prev, to_next))
+    # forward branches visit i = 1..T-1 in order; backward branches i = T-2..0.
+    for n, i in enumerate(range(1, t)):
+        flow1, flow2 = seen["forward_1"][n]
+        torch.testing.assert_close(flow1, to_prev[:, i - 1])
+        if i >= 2:
+            torch.testing.assert_close(flow2, compose_flows(to_prev[:, i - 1], to_prev[:, i - 2]))
+    for n, i in enumerate(range(t - 2, -1, -1)):
+        flow1, flow2 = seen["backward_1"][n]
+        torch.testing.assert_close(flow1, to_next[:, i])
+        if i <= t - 3:
+            torch.testing.assert_close(flow2, compose_flows(to_next[:, i], to_next[:, i + 1]))
+
+
+def test_window_stride_must_cover_every_frame_and_dict_codes_are_supported():
+    from tvface.models.temporal import encode_long_sequence, window_starts
+
+    with pytest.raises(ValueError, match="stride"):
+        window_starts(23, 5, 7)
+    frames = torch.arange(23, dtype=torch.float32).view(1, 23, 1, 1, 1).expand(1, 23, 3, 2, 2)
+
+    def encode(x):  # code = the frame's own index, as two blocks
+        idx = x[:, :, 0, 0, 0][..., None]
+        return {"a": idx, "b": 2 * idx}
+
+    codes = encode_long_sequence(encode, frames, 5, 3)
+    torch.testing.assert_close(codes["a"][0, :, 0], torch.arange(23, dtype=torch.float32))
+    torch.testing.assert_close(codes["b"], 2 * codes["a"])

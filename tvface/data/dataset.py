@@ -85,8 +85,8 @@ class SequenceDataset(Dataset):
         return int(np.random.randint(n - self.n_frames + 1))
 
     def load_frames(self, idx: int, start: int) -> dict:
-        seq_dir, stems = self.sequences[idx]
-        stems = stems[start:start + self.n_frames]
+        seq_dir, all_stems = self.sequences[idx]
+        stems = all_stems[start:start + self.n_frames]
         images, lmks, masks = [], [], []
         for stem in stems:
             img = cv2.cvtColor(cv2.imread(str(layout.image_path(seq_dir, stem))), cv2.COLOR_BGR2RGB)
@@ -101,7 +101,8 @@ class SequenceDataset(Dataset):
                 "start": start}
         if self.flow:
             for d in ("prev", "next"):
-                f = np.stack([load_flow(seq_dir, s, d) for s in stems])  # (T, 112, 112, 2)
+                end = all_stems[0] if d == "prev" else all_stems[-1]  # no neighbour there: zeros
+                f = np.stack([load_flow(seq_dir, s, d, is_end=s == end) for s in stems])  # (T, 112, 112, 2)
                 item[f"flow_{d}"] = torch.from_numpy(f).permute(0, 3, 1, 2).contiguous()  # (T, 2, 112, 112)
         return item
 

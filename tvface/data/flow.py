@@ -61,7 +61,15 @@ def write_sequence_flows(seq_dir: Path, size: int = layout.FLOW_SIZE) -> int:
     return len(todo)
 
 
-def load_flow(seq_dir: Path, stem: str, direction: str, size: int = layout.FLOW_SIZE) -> np.ndarray:
-    """(size, size, 2) float32 stored flow, zeros when absent (sequence ends)."""
+def load_flow(seq_dir: Path, stem: str, direction: str, size: int = layout.FLOW_SIZE,
+              is_end: bool = False) -> np.ndarray:
+    """(size, size, 2) float32 stored flow. At a sequence end (``is_end``: ``prev`` of the first frame,
+    ``next`` of the last) there is no neighbour and the flow is zeros (the report's footnote);
+    anywhere else a missing file is an error, not a silent zero flow."""
     p = layout.flow_path(Path(seq_dir), stem, direction)
-    return np.load(p) if p.is_file() else np.zeros((size, size, 2), np.float32)
+    if p.is_file():
+        return np.load(p, allow_pickle=False)
+    if is_end:
+        return np.zeros((size, size, 2), np.float32)
+    raise FileNotFoundError(f"{p}: optical flow missing; run `tvface collect flow` on {Path(seq_dir).parent.parent} "
+                            "(or set data.flow: dis before collecting)")

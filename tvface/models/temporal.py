@@ -289,6 +289,9 @@ def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
 
     The last window ends at the last frame; sequences shorter than a window get one window.
     """
+    if not 1 <= stride <= window:
+        raise ValueError(f"window stride must be in 1..window ({window}) so that windows cover every frame, "
+                         f"got {stride}")
     if n_frames <= window:
         return [0]
     starts = list(range(0, n_frames - window + 1, stride))
@@ -312,8 +315,8 @@ def most_central_windows(n_frames: int, window: int, stride: int) -> list[tuple[
     return out
 
 
-def encode_long_sequence(encode: Callable[[Tensor], Tensor], frames: Tensor, window: int,
-                         stride: int) -> Tensor:
+def encode_long_sequence(encode: Callable[[Tensor], Tensor | dict[str, Tensor]], frames: Tensor, window: int,
+                         stride: int) -> Tensor | dict[str, Tensor]:
     """Per-frame codes for a sequence longer than the training window.
 
     Args:
@@ -322,7 +325,7 @@ def encode_long_sequence(encode: Callable[[Tensor], Tensor], frames: Tensor, win
         window, stride: window length (T) and step; each frame's code comes from the window where
             it is most central, so every frame, the first and last included, gets one.
     Returns:
-        (B, N, n).
+        (B, N, n), or a dict of (B, N, n_k) when ``encode`` returns code blocks.
     """
     _check_frames(frames)
     n = frames.shape[1]
@@ -330,6 +333,8 @@ def encode_long_sequence(encode: Callable[[Tensor], Tensor], frames: Tensor, win
     length = min(window, n)
     codes = [encode(frames[:, s:s + length]) for s in starts]  # each (B, length, n)
     picks = most_central_windows(n, window, stride)
+    if isinstance(codes[0], dict):
+        return {k: torch.stack([codes[w][k][:, p] for w, p in picks], 1) for k in codes[0]}
     return torch.stack([codes[w][:, p] for w, p in picks], 1)
 
 

@@ -194,9 +194,15 @@ def write_sequence(index: int, cfg: ProfileConfig, ctx: Context, root: Path, gt_
 
 
 def is_done(index: int, cfg: ProfileConfig, root: Path, gt_root: Path) -> bool:
+    """A finished sequence written with the same seed, oracle switch, size and length (else redo it)."""
     ident_name, seq_name, _ = sequence_names(index, cfg.synth.sequences_per_identity)
-    done = layout.is_sequence_dir(root / ident_name / seq_name)
-    return done and (gt_root / ident_name / seq_name / GT_META).is_file()
+    seq_dir = root / ident_name / seq_name
+    if not (layout.is_sequence_dir(seq_dir) and (gt_root / ident_name / seq_name / GT_META).is_file()):
+        return False
+    m = layout.read_manifest(seq_dir)
+    sc = cfg.synth
+    return (m.get("source", {}).get("seed") == sc.seed and m.get("source", {}).get("oracle") == sc.oracle
+            and m.get("image_size") == sc.image_size and m.get("n_frames") == sc.n_frames)
 
 
 _WORKER: dict = {}
@@ -240,23 +246,27 @@ def generate(cfg: ProfileConfig, workers: int | None = None, progress: bool = Tr
     results = []
     bar = tqdm(total=len(todo), desc="synth", unit="seq", disable=not progress)
     args = [(i, str(root), str(gt_root)) for i in todo]
-    if workers == 1 or len(todo) <= 1:
-        if todo:
-            _init_worker(cfg)
-        for a in args:
-            results.append(_work(a))
-            bar.update(1)
-    else:
-        import multiprocessing as mp
+    import cv2
+    import torch
 
-        import torch
-
-        prev = torch.get_num_threads()
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-            for r in pool.imap_unordered(_work, args):
-                results.append(r)
+    prev_threads = (torch.get_num_threads(), cv2.getNumThreads())
+    try:
+        if workers == 1 or len(todo) <= 1:
+            if todo:
+                _init_worker(cfg)  # one thread each, as in the pool: results do not depend on workers
+            for a in args:
+                results.append(_work(a))
                 bar.update(1)
-        torch.set_num_threads(prev)
+        else:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+                for r in pool.imap_unordered(_work, args):
+                    results.append(r)
+                    bar.update(1)
+    finally:
+        torch.set_num_threads(prev_threads[0])
+        cv2_threads(prev_threads[1])
     bar.close()
     seconds = time.time() - t0
     manifest = build_manifest(root)

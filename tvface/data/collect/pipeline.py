@@ -269,9 +269,11 @@ def export_source(source: Source, cfg: DataConfig, work: Path, root: Path, hook:
     for seq in sel["sequences"]:
         seq_dir = Path(root) / seq["identity"] / seq["name"]
         written.append(seq_dir)
-        if layout.is_sequence_dir(seq_dir) and layout.read_manifest(seq_dir).get("backends") == backends \
-                and len(layout.read_manifest(seq_dir)["frames"]) == len(seq["frames"]):
-            continue
+        if layout.is_sequence_dir(seq_dir):
+            m = layout.read_manifest(seq_dir)
+            if (m.get("backends") == backends and len(m["frames"]) == len(seq["frames"])
+                    and m.get("image_size") == cfg.image_size and m.get("crop_scale") == cfg.crop_scale):
+                continue  # written with the same settings: idempotent rerun
         wanted = {f["index"] for f in seq["frames"]}
         images = {fr.index: fr.image for fr in iter_frames(source, cfg.max_frames_per_source, wanted=wanted)
                   if fr.image is not None}
