@@ -197,3 +197,23 @@ def test_rerun_keeps_finished_sequences_and_redoes_changed_settings(ict_context,
     assert changed["written"] == 1  # another seed is another sequence: not silently kept
     (seq,) = layout.list_sequences(tmp_path / "ds")
     assert layout.read_manifest(seq)["source"]["seed"] == 7
+
+
+def test_training_inputs_come_from_detectors_not_ground_truth(ict_context, tmp_path):
+    from tvface.config import load_config
+    from tvface.data import layout
+    from tvface.synthetic.writer import dataset_roots, generate, load_ground_truth
+
+    cfg = load_config("smoke", {"synth.image_size": 96, "synth.n_frames": 3, "synth.n_sequences": 1,
+                                "synth.oracle": False, "synth.root": str(tmp_path / "ds")})
+    generate(cfg, workers=1, progress=False)
+    (seq,) = layout.list_sequences(tmp_path / "ds")
+    manifest = layout.read_manifest(seq)
+    assert manifest["backends"]["landmarks"] != "oracle" and set(manifest["source"]) == {
+        "path", "kind", "seed", "index", "oracle"}  # no condition, no pointer to the ground truth
+    _, gt_root = dataset_roots(cfg)
+    arrays, meta = load_ground_truth(gt_root / seq.parent.name / seq.name)
+    stems = [f["name"] for f in manifest["frames"]]
+    kpt = np.stack([np.load(layout.kpt_path(seq, s))[:, :2] for s in stems])
+    assert not np.allclose(kpt, arrays["lmks_2d_px"][: len(stems)], atol=0.5)  # detected, not copied
+    assert "condition" in meta

@@ -161,9 +161,10 @@ def write_sequence(index: int, cfg: ProfileConfig, ctx: Context, root: Path, gt_
                         "crop_transform": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], "detector": backends["detector"],
                         "landmarks_backend": backends["landmarks"], "mask_backend": backends["masks"]})
     atomic_save_npy(partial / "serial.npy", np.array([f"{e['name']}.jpg" for e in entries], dtype="<U9"))
+    # Nothing about the ground truth (condition, parameters, where it lives) in the training inputs;
+    # it sits in <gt_root>/<identity>/<sequence>/ (dataset_roots), the condition in gt.json.
     source = {"path": f"synthetic:{cfg.name}:{index}", "kind": "synthetic", "seed": sc.seed, "index": index,
-              "condition": spec.condition, "oracle": sc.oracle,
-              "gt": os.path.relpath(gt_root / ident_name / seq_name, seq_dir)}
+              "oracle": sc.oracle}
     manifest = {"identity": ident_name, "sequence": seq_name, "source": source, "image_size": sc.image_size,
                 "crop_scale": cfg.data.crop_scale, "backends": backends, "n_frames": t_n, "frames": entries}
     atomic_write_text(partial / layout.SEQUENCE_MANIFEST, json.dumps(manifest, indent=1))
