@@ -163,13 +163,15 @@ def load_bisenet(path: Path) -> BiSeNet:
 
 def parse_faces(net: BiSeNet, crops: np.ndarray) -> np.ndarray:
     """(N, H, W) uint8 class labels for (N, H, W, 3) RGB uint8 face crops."""
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255  # (N, 3, H, W)
+    device = next(net.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float() / 255  # (N, 3, H, W)
     h, w = x.shape[2:]
     x = F.interpolate(x, (INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     with torch.no_grad():
-        logits = F.interpolate(net(x), (h, w), mode="bilinear", align_corners=False)
-    return logits.argmax(1).numpy().astype(np.uint8)
+        logits = F.interpolate(net((x - mean) / std), (h, w), mode="bilinear", align_corners=False)
+    return logits.argmax(1).cpu().numpy().astype(np.uint8)
 
 
 def face_mask_from_parsing(labels: np.ndarray) -> np.ndarray:

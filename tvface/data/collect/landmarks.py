@@ -63,6 +63,8 @@ def _fan():
         hub = Path(tempfile.mkdtemp(prefix="tvface-hub-"))
     (hub / "checkpoints").mkdir(parents=True, exist_ok=True)
     link = hub / "checkpoints" / path.name
+    if link.is_symlink() and not link.exists():  # a dangling link from a moved assets folder
+        link.unlink()
     if not link.exists():
         link.symlink_to(path.resolve())
     previous = torch.hub.get_dir()
