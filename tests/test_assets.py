@@ -56,3 +56,15 @@ def test_check_reports_bad_files_by_name(tmp_path, shared_dir):
     assert rows["generic_model.pkl"][0] == "error" and "generic_model.pkl" in rows["generic_model.pkl"][1]
     assert rows["79999_iter.pth"][0] == "error" and "79999_iter.pth" in rows["79999_iter.pth"][1]
     assert rows["deca_model.tar"][0] == "missing"
+
+
+def test_resolve_backend_auto_explicit_and_bad(tmp_path):
+    resolve = assets.resolve_backend
+    assert resolve("data.masks", "auto", "bisenet", "bisenet", ("landmarks",), tmp_path) == "landmarks"
+    with pytest.raises(assets.AssetMissingError, match="79999_iter.pth"):
+        resolve("data.masks", "bisenet", "bisenet", "bisenet", ("landmarks",), tmp_path)
+    (tmp_path / "79999_iter.pth").write_bytes(b"w")
+    assert resolve("data.masks", "auto", "bisenet", "bisenet", ("landmarks",), tmp_path) == "bisenet"
+    assert resolve("data.descriptor", "none", "vggface2", "vggface2", ("dlib", "none"), tmp_path) == "none"
+    with pytest.raises(ValueError, match="data.masks must be one of"):
+        resolve("data.masks", "hull", "bisenet", "bisenet", ("landmarks",), tmp_path)

@@ -105,6 +105,23 @@ def require(key: str, root: Path | None = None) -> Path:
     return p
 
 
+def resolve_backend(setting: str, value: str, learned: str, asset: str, offline: tuple[str, ...],
+                    root: Path | None = None) -> str:
+    """Resolve a backend setting of the form ``auto | <learned> | <offline...>``.
+
+    ``auto`` picks ``learned`` when its weights (``asset``) are present, else ``offline[0]``; naming
+    ``learned`` explicitly requires the weights (one clear error if they are missing).
+    """
+    if value == "auto":
+        return learned if find(asset, root) is not None else offline[0]
+    if value == learned:
+        require(asset, root)
+        return learned
+    if value in offline:
+        return value
+    raise ValueError(f"{setting} must be one of {['auto', learned, *offline]}, got {value!r}")
+
+
 def status_rows(root: Path | None = None) -> list[dict[str, str]]:
     rows = []
     for a in ASSETS:

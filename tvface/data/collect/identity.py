@@ -29,21 +29,13 @@ from tvface.data.collect.landmarks import dlib_box_from
 
 DESCRIPTOR_DIM = 128  # dlib
 DESCRIPTOR_DIMS = {"dlib": 128, "vggface2": 2048}
-DESCRIPTOR_CHOICES = ("auto", "dlib", "vggface2", "none")
 # VGGFace2 crops: the detector box extended by 30% (VGGFace2 paper, Sec. 4: "extended by 30%"), square.
 VGGFACE2_CROP_SCALE = 1.3
 
 
 def descriptor_backend(cfg: DataConfig) -> str:
     """The backend ``cfg.descriptor`` resolves to here: "vggface2", "dlib" or "none"."""
-    if cfg.descriptor == "auto":
-        return "vggface2" if assets.find("vggface2") is not None else "dlib"
-    if cfg.descriptor == "vggface2":
-        assets.require("vggface2")
-        return "vggface2"
-    if cfg.descriptor in ("dlib", "none"):
-        return cfg.descriptor
-    raise ValueError(f"data.descriptor must be one of {list(DESCRIPTOR_CHOICES)}, got {cfg.descriptor!r}")
+    return assets.resolve_backend("data.descriptor", cfg.descriptor, "vggface2", "vggface2", ("dlib", "none"))
 
 
 def euclidean_threshold(cfg: DataConfig, backend: str) -> float:

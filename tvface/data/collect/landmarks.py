@@ -44,10 +44,6 @@ def landmarks_dlib(image: np.ndarray, boxes: list) -> np.ndarray:
     return out
 
 
-def _fan_weights_path() -> Path | None:
-    return assets.find("fan")
-
-
 @functools.lru_cache(maxsize=1)
 def _fan():
     import os
@@ -91,14 +87,7 @@ def landmarks_fan(image: np.ndarray, boxes: list) -> np.ndarray:
 
 def landmark_backend(cfg: DataConfig) -> str:
     """The backend ``cfg.landmarks`` resolves to here: "fan" or "dlib"."""
-    if cfg.landmarks == "auto":
-        return "fan" if _fan_weights_path() is not None else "dlib"
-    if cfg.landmarks == "fan":
-        assets.require("fan")
-        return "fan"
-    if cfg.landmarks == "dlib":
-        return "dlib"
-    raise ValueError(f"data.landmarks must be 'auto', 'fan' or 'dlib', got {cfg.landmarks!r}")
+    return assets.resolve_backend("data.landmarks", cfg.landmarks, "fan", "fan", ("dlib",))
 
 
 def detect_landmarks(image: np.ndarray, boxes: list, backend: str) -> np.ndarray:

@@ -63,14 +63,7 @@ def mask_from_landmarks(image: np.ndarray, lmks: np.ndarray) -> np.ndarray:
 
 def mask_backend(cfg: DataConfig) -> str:
     """The backend ``cfg.masks`` resolves to here: "bisenet" or "landmarks"."""
-    if cfg.masks == "auto":
-        return "bisenet" if assets.find("bisenet") is not None else "landmarks"
-    if cfg.masks == "bisenet":
-        assets.require("bisenet")
-        return "bisenet"
-    if cfg.masks == "landmarks":
-        return "landmarks"
-    raise ValueError(f"data.masks must be 'auto', 'bisenet' or 'landmarks', got {cfg.masks!r}")
+    return assets.resolve_backend("data.masks", cfg.masks, "bisenet", "bisenet", ("landmarks",))
 
 
 def compute_masks(crops: np.ndarray, lmks: np.ndarray, backend: str) -> np.ndarray:
