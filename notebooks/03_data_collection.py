@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 from tvface.config import load_config
 from tvface.data.collect.pipeline import collect
 from tvface.data.collect.synthetic_episode import episode_frames, make_episode
-from tvface.data.dataset import SequenceDataset
+from tvface.data.dataset import SequenceDataset, denormalize_landmarks
 
 cfg = load_config(profile).data
 work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="tvface-collect-"))
@@ -88,7 +88,7 @@ fig, axes = plt.subplots(1, cfg.n_frames, figsize=(2.2 * cfg.n_frames, 2.4))
 for t, ax in enumerate(axes):
     ax.imshow(item["image"][t].permute(1, 2, 0).numpy())
     ax.imshow(item["mask"][t].numpy(), alpha=0.25, cmap="Blues")
-    xy = (item["landmark"][t, :, :2].numpy() + 1) * 112
+    xy = denormalize_landmarks(item["landmark"][t].numpy(), 224)
     ax.scatter(xy[:, 0], xy[:, 1], s=2, c="lime")
     ax.axis("off")
 plt.show()

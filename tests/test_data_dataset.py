@@ -63,7 +63,7 @@ def test_sequence_dataset_items(dataset_root):
     assert item["landmark"].shape == (5, 68, 3) and item["mask"].shape == (5, 224, 224)
     seq = dataset_root / "alice" / "alice_000000"
     kpt = np.load(seq / "kpt" / "00001_kpt2d.npy")
-    np.testing.assert_allclose(item["landmark"][0, :, :2].numpy(), kpt / 112 - 1, atol=1e-6)
+    np.testing.assert_allclose(item["landmark"][0, :, :2].numpy(), (kpt + 0.5) / 112 - 1, atol=1e-6)
     assert (item["landmark"][..., 2] == 1).all()
     img = cv2.cvtColor(cv2.imread(str(seq / "jpg" / "00001.jpg")), cv2.COLOR_BGR2RGB)
     np.testing.assert_allclose(item["image"][0].permute(1, 2, 0).numpy(), img / 255, atol=1e-6)
@@ -73,7 +73,7 @@ def test_sequence_dataset_items(dataset_root):
     assert starts <= {0, 1, 2, 3} and len(starts) > 1  # random start inside the 8-frame sequence
     frames = FrameDataset(dataset_root)
     assert len(frames) == 14 and frames[9]["image"].shape == (3, 224, 224)
-    np.testing.assert_allclose(normalize_landmarks(np.array([[0.0, 224.0]]), 224)[0], [-1, 1, 1])
+    np.testing.assert_allclose(normalize_landmarks(np.array([[-0.5, 223.5]]), 224)[0], [-1, 1, 1], atol=1e-6)
 
 
 def test_flow_files_and_loader(dataset_root):

@@ -17,8 +17,8 @@ def test_screen_flips_y_and_z_and_maps_to_pixels():
     pts = torch.tensor([[[0.0, 0.5, 0.2], [1.0, -1.0, 0.0]]])
     screen = orth_to_screen(pts, torch.tensor([[1.0, 0.0, 0.0]]))
     torch.testing.assert_close(screen, torch.tensor([[[0.0, -0.5, -0.2], [1.0, 1.0, 0.0]]]))
-    # DECA's landmark pixels for 224: x * 112 + 112 (up in the model is up in the image)
-    torch.testing.assert_close(screen_to_pixels(screen, 224), torch.tensor([[[112.0, 56.0], [224.0, 224.0]]]))
+    # pixel centres at integers: x * 112 + 112 - 0.5 (up in the model is up in the image)
+    torch.testing.assert_close(screen_to_pixels(screen, 224), torch.tensor([[[111.5, 55.5], [223.5, 223.5]]]))
 
 
 def test_perspective_centre_and_depth():

@@ -179,14 +179,85 @@ PAPER_TEMPORAL = dict(n_frames=5, n_levels=2, channels=64, propagation_scale=2, 
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The reconstructor (DECA's E_c + E_d + D, or the temporal encoders): :mod:`tvface.models.reconstructor`."""
+
+    encoder: str = "resnet"  # "resnet" (DECA's per-frame ResNet50 pair) | "temporal" (E_Tc + E_Td)
+    image_size: int = 224  # encoder input side; frames are resized to it (DECA: 224)
+    detail_size: int = 128  # detail code (DECA: 128)
+    fc_dim: int = 1024  # DECA's hidden width of the code MLP
+    detail_scale: float = 0.01  # DECA's ``out_scale``: displacement = tanh(...) * detail_scale (model units)
+    init_scale: float = 0.1  # the code layer's initial weights are scaled by this (small initial codes)
+    cam_prior: tuple[float, ...] = (8.0, 0.0, 0.0)  # added to the cam code: a face filling the crop at rest
+    light_prior: float = 3.5449077  # added to SH band 0 (sqrt(4 pi): white irradiance 1); DECA's weights: 0
+    checkpoint: str = ""  # initial weights: a tvface checkpoint or DECA's deca_model.tar ("" = random)
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ("resnet", "temporal"):
+            raise ConfigError(f"model.encoder={self.encoder!r}; expected 'resnet' or 'temporal'")
+        if len(self.cam_prior) != 3:
+            raise ConfigError(f"model.cam_prior must be 3 numbers (scale, tx, ty), got {self.cam_prior}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the report's eq. 9 (coarse) and eq. 10 (detail); 0 switches a term off.
+
+    The defaults are DECA's released training configuration (``decalib/utils/config.py`` and
+    ``configs/release_version/deca_*.yml``), which the report follows.
+    """
+
+    landmark: float = 1.0  # 68 points, DECA's per-point weights (eye/mouth/nose emphasis)
+    eye_closure: float = 1.0  # DECA: lmk eyed
+    lip_closure: float = 0.5  # DECA: lipd
+    photometric: float = 2.0  # masked by the face-parsing skin mask
+    identity: float = 0.2  # VGGFace2 cosine (needs resnet50_ft_weight.pkl)
+    shape_consistency: bool = True  # swap shape codes between frames of a sequence, re-score
+    reg_shape: float = 1e-4
+    reg_exp: float = 1e-4
+    reg_tex: float = 1e-4
+    reg_light: float = 1.0  # DECA's light regulariser (deviation from white light)
+    # detail stage
+    photometric_detail: float = 2.0
+    mrf: float = 0.05  # ID-MRF on VGG19 relu3_2 + relu4_2 (needs vgg19-dcbb9e9d.pth)
+    symmetry: float = 0.005  # soft symmetry of D where the face is not visible
+    displacement: float = 0.005  # L1 on D
+    smoothness: float = 0.005  # DECA's reg_diff: smooth D
+    detail_consistency: bool = True  # swap detail codes between frames of a sequence, re-score
+    # robustness
+    max_bad_steps: int = 5  # non-finite losses in a row before training stops
+
+
+@dataclass(frozen=True)
 class TrainConfig:
+    """Staged training (:mod:`tvface.training`): pretrain (landmarks) -> coarse -> detail (E_c frozen).
+
+    A stage runs ``<stage>_steps`` optimiser steps when > 0, else ``<stage>_epochs`` passes over the
+    training sequences. Batches are ``batch_size`` sequences of ``data.n_frames`` frames.
+    """
+
     device: str = "cpu"
-    dtype: str = "float32"  # "float32" | "bfloat16" (GPU only)
+    dtype: str = "auto"  # "auto" (bf16 autocast on CUDA or a CPU with AMX, else fp32) | "float32" | "bfloat16"
     batch_size: int = 2
-    steps: int = 10
+    steps: int = 10  # legacy total; unused by the staged trainer
     lr: float = 1e-4
     seed: int = 0
     num_workers: int = 0
+    pretrain_epochs: int = 10000
+    coarse_epochs: int = 500
+    detail_epochs: int = 10000
+    pretrain_steps: int = 0
+    coarse_steps: int = 0
+    detail_steps: int = 0
+    grad_clip: float = 0.0  # 0: no clipping
+    log_every: int = 10  # TensorBoard scalars every n steps
+    image_every: int = 100  # image grids every n steps (0: never)
+    checkpoint_every: int = 100  # atomic checkpoint every n steps (and at the end of every stage)
+    threads: int = 0  # torch CPU threads (0: leave as is)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"train.dtype={self.dtype!r}; expected auto, float32 or bfloat16")
 
 
 @dataclass(frozen=True)
@@ -200,6 +271,8 @@ class ProfileConfig:
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -264,7 +337,7 @@ def _deep_merge(base: dict, top: Mapping) -> dict:
 
 
 # Settings that hold paths: a relative value in a YAML file is relative to that file's folder.
-PATH_KEYS = (("face_model", "model_path"), ("data", "root"), ("data", "work_dir"), ("synth", "root"),
+PATH_KEYS = (("face_model", "model_path"), ("model", "checkpoint"), ("data", "root"), ("data", "work_dir"), ("synth", "root"),
              ("synth", "gt_root"))
 
 

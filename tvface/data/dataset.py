@@ -3,7 +3,9 @@ issue reads), a deterministic split by identity, and a single-frame view for the
 
 Landmarks come out as DECA's datasets give them (decalib/datasets, and the report's
 ``VGGFace2Dataset``): (68, 3) = (x, y, 1) with x, y in [-1, 1], x right, y down,
-``lmk / image_size * 2 - 1``; the third column is the visibility/confidence DECA's landmark loss
+``(lmk + 0.5) / image_size * 2 - 1`` for pixel centres at integers (the one pixel convention,
+:func:`tvface.rendering.camera.pixels_to_screen`: a landmark lands where the renderer draws its
+vertex); the third column is the visibility/confidence DECA's landmark loss
 weights by (1: every stored landmark is used).
 """
 from __future__ import annotations
@@ -21,14 +23,19 @@ from tvface.data.flow import load_flow
 
 
 def normalize_landmarks(lmks: np.ndarray, image_size: int) -> np.ndarray:
-    """(..., 68, 2) crop pixels -> (..., 68, 3) DECA landmarks (x, y in [-1, 1], visibility 1)."""
-    xy = np.asarray(lmks, np.float32)[..., :2] / image_size * 2 - 1
+    """(..., 68, 2) crop pixels (centres at integers) -> (..., 68, 3) DECA landmarks (x, y in [-1, 1],
+    visibility 1)."""
+    from tvface.rendering.camera import pixels_to_screen
+
+    xy = pixels_to_screen(np.asarray(lmks, np.float64)[..., :2], image_size).astype(np.float32)
     return np.concatenate([xy, np.ones(xy.shape[:-1] + (1,), np.float32)], -1)
 
 
 def denormalize_landmarks(lmks: np.ndarray, image_size: int) -> np.ndarray:
     """Inverse of :func:`normalize_landmarks` (drops the visibility column)."""
-    return (np.asarray(lmks)[..., :2] + 1) * image_size / 2
+    from tvface.rendering.camera import screen_to_pixels
+
+    return screen_to_pixels(np.asarray(lmks, np.float64)[..., :2], image_size)
 
 
 def split_identities(identities: list[str], val_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:

@@ -6,7 +6,8 @@ Spaces and conventions:
 * Camera (training): DECA's weak perspective ``cam = (scale, tx, ty)``:
   ``proj = scale * (x + tx, y + ty, z)`` (``batch_orth_proj``), then ``screen = (proj_x, -proj_y,
   -proj_z)`` (DECA's ``trans_verts[:, :, 1:] = -trans_verts[:, :, 1:]``). Landmarks use the same
-  map; their x, y are DECA's ``landmarks2d`` in [-1, 1] and ``x * W/2 + W/2`` gives pixels.
+  map; their x, y are DECA's ``landmarks2d`` in [-1, 1] and :func:`screen_to_pixels` gives pixels
+  (centres at integers: ``(x + 1) * W/2 - 0.5``, the one convention of landmarks and ground truth).
   :func:`perspective_to_screen` is a pinhole alternative for the synthetic data generator.
 * Screen space: x right, y down, [-1, 1] across the image, pixel j's centre at -1 + (2j + 1)/W
   (pytorch3d's NDC with x, y negated, as DECA's rasterisers; ``grid_sample(align_corners=False)``);
@@ -23,7 +24,7 @@ Spaces and conventions:
 Backends: ``torch`` (pure PyTorch, CPU/GPU, the default) and ``pytorch3d`` (optional, see
 :mod:`tvface.rendering.rasterize_pytorch3d`).
 """
-from tvface.rendering.camera import batch_orth_proj, orth_to_screen, perspective_to_screen, screen_to_pixels
+from tvface.rendering.camera import batch_orth_proj, orth_to_screen, perspective_to_screen, pixels_to_screen, screen_to_pixels
 from tvface.rendering.mesh import face_vertices, generate_triangles, vertex_normals
 from tvface.rendering.rasterize import Fragments, interpolate, rasterize
 from tvface.rendering.rasterize_pytorch3d import pytorch3d_available, rasterize_pytorch3d
@@ -47,6 +48,7 @@ __all__ = [
     "interpolate",
     "orth_to_screen",
     "perspective_to_screen",
+    "pixels_to_screen",
     "pytorch3d_available",
     "rasterize",
     "rasterize_pytorch3d",

@@ -5,6 +5,7 @@ x right and y down in [-1, 1] over the image, z smaller = nearer (see :mod:`tvfa
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -37,10 +38,25 @@ def orth_to_screen(points: Tensor, cam: Tensor) -> Tensor:
 
 
 def screen_to_pixels(screen_xy: Tensor, height: int, width: int | None = None) -> Tensor:
-    """Screen x, y in [-1, 1] -> pixel coordinates where pixel j spans [j, j + 1] (DECA: ``x * 112 + 112``)."""
+    """Screen x, y in [-1, 1] -> pixel coordinates with pixel centres at integers.
+
+    THE pixel convention of tvface (OpenCV's, dlib's, 2D-FAN's, iBUG ``.pts`` minus one): pixel j
+    covers [j - 0.5, j + 0.5]. The renderer samples pixel j at screen -1 + (2j + 1) / W, so
+    ``u = (x + 1) * W / 2 - 0.5``. Landmark files (``kpt/*.npy``), the synthetic ground truth, the
+    detectors and :func:`tvface.data.dataset.normalize_landmarks` all use it.
+    """
     width = height if width is None else width
-    scale = screen_xy.new_tensor([width / 2.0, height / 2.0])
-    return screen_xy[..., :2] * scale + scale
+    scale = screen_xy.new_tensor([width / 2.0, height / 2.0]) if isinstance(screen_xy, Tensor) else \
+        np.array([width / 2.0, height / 2.0])
+    return (screen_xy[..., :2] + 1.0) * scale - 0.5
+
+
+def pixels_to_screen(pixels, height: int, width: int | None = None):
+    """Inverse of :func:`screen_to_pixels`: ``x = (u + 0.5) * 2 / W - 1`` (tensor or array)."""
+    width = height if width is None else width
+    scale = pixels.new_tensor([width / 2.0, height / 2.0]) if isinstance(pixels, Tensor) else \
+        np.array([width / 2.0, height / 2.0])
+    return (pixels[..., :2] + 0.5) / scale - 1.0
 
 
 def perspective_to_screen(points: Tensor, focal: Tensor, rot: Tensor, transl: Tensor,

@@ -106,5 +106,7 @@ def project_to_screen(points: Tensor, scale: Tensor, trans: Tensor, distance: fl
 
 def screen_to_pixel_coords(screen_xy: Tensor | np.ndarray, image_size: int):
     """Screen [-1, 1] -> pixel coordinates with pixel centres at integers (OpenCV's convention,
-    the one the landmark files use): u = (x + 1) * S / 2 - 0.5."""
-    return (screen_xy + 1.0) * (image_size / 2.0) - 0.5
+    the one the landmark files use): u = (x + 1) * S / 2 - 0.5 (:func:`tvface.rendering.camera.screen_to_pixels`)."""
+    from tvface.rendering.camera import screen_to_pixels
+
+    return screen_to_pixels(screen_xy, image_size)
