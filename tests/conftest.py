@@ -43,3 +43,4 @@ def shared_dir() -> Path:
 
 # Capability fixtures shared across test files (session-scoped: the ICT model is built once).
 from _ict_fixtures import ict_archive, ict_build, ict_model, ict_model_file  # noqa: E402,F401
+from _training_fixtures import tiny_synth  # noqa: E402,F401

@@ -6,6 +6,8 @@
     tvface book run --profile smoke notebooks/01_face_models.py
     tvface book build
     tvface collect ...                 # data collection (see `tvface collect -h`)
+    tvface train --profile cpu-demo --stage all --out RUN_DIR [--resume]
+    tvface evaluate --profile cpu-demo --checkpoint RUN_DIR --split val --json OUT.json
 """
 from __future__ import annotations
 
@@ -123,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         add_synth_parser = None
     if add_synth_parser is not None:
         add_synth_parser(sub)
+    from tvface.training.cli import add_train_parser
+
+    add_train_parser(sub)
+    try:
+        from tvface.evaluation.cli import add_evaluate_parser
+    except ImportError:
+        add_evaluate_parser = None
+    if add_evaluate_parser is not None:
+        add_evaluate_parser(sub)
     return parser
 
 
@@ -134,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, OSError, ValueError, RuntimeError) as exc:  # user-facing errors: one line
+        # (TrainingError is a RuntimeError, CheckpointError a ValueError)
         print(f"tvface: error: {exc}", file=sys.stderr)
         return 2
 

@@ -337,8 +337,8 @@ def _deep_merge(base: dict, top: Mapping) -> dict:
 
 
 # Settings that hold paths: a relative value in a YAML file is relative to that file's folder.
-PATH_KEYS = (("face_model", "model_path"), ("model", "checkpoint"), ("data", "root"), ("data", "work_dir"), ("synth", "root"),
-             ("synth", "gt_root"))
+PATH_KEYS = (("face_model", "model_path"), ("model", "checkpoint"), ("data", "root"), ("data", "work_dir"),
+             ("synth", "root"), ("synth", "gt_root"))
 
 
 def _resolve_paths(data: dict, folder: Path) -> dict:

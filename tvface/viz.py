@@ -70,3 +70,40 @@ def image_grid(images, ncols: int, titles=None, figsize_per=2.0):
                 ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def draw_points(images, points_screen, color=(1.0, 0.0, 0.0), radius: int = 1):
+    """Copy of (N, 3, H, W) images with (N, K, 2) screen points ([-1, 1], x right, y down) drawn as squares."""
+    import torch
+
+    from tvface.rendering.camera import screen_to_pixels
+
+    out = images.detach().float().clone()
+    n, _, h, w = out.shape
+    px = screen_to_pixels(points_screen.detach().float(), h, w).round().long()  # centres at integers
+    col = torch.tensor(color, dtype=out.dtype, device=out.device)[:, None]
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            x = (px[..., 0] + dx).clamp(0, w - 1)
+            y = (px[..., 1] + dy).clamp(0, h - 1)
+            for b in range(n):
+                out[b, :, y[b], x[b]] = col
+    return out
+
+
+def training_grid(batch, dec, max_frames: int = 4):
+    """(3, H', W') grid for TensorBoard: input + detected landmarks (green), predicted landmarks (red),
+    rendered image, shape (and detail) images, one row per frame."""
+    import torch
+    from torchvision.utils import make_grid
+
+    img = batch.flat_image[:max_frames].detach().float()
+    cols = [draw_points(img, batch.flat_landmark[:max_frames, :, :2], (0.0, 1.0, 0.0)),
+            draw_points(img, dec.lmks_2d[:max_frames], (1.0, 0.0, 0.0))]
+    if dec.render is not None:
+        a = dec.render.alpha[:max_frames].float()
+        cols.append(dec.render.images[:max_frames].detach().float().clamp(0, 1) * a + img * (1 - a))
+        if dec.render.detail_images is not None:
+            cols.append(dec.render.detail_images[:max_frames].detach().float().clamp(0, 1) * a + img * (1 - a))
+    tiles = torch.stack(cols, 1).flatten(0, 1)  # frame-major rows
+    return make_grid(tiles, nrow=len(cols), padding=2)

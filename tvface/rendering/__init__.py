@@ -24,7 +24,13 @@ Spaces and conventions:
 Backends: ``torch`` (pure PyTorch, CPU/GPU, the default) and ``pytorch3d`` (optional, see
 :mod:`tvface.rendering.rasterize_pytorch3d`).
 """
-from tvface.rendering.camera import batch_orth_proj, orth_to_screen, perspective_to_screen, pixels_to_screen, screen_to_pixels
+from tvface.rendering.camera import (
+    batch_orth_proj,
+    orth_to_screen,
+    perspective_to_screen,
+    pixels_to_screen,
+    screen_to_pixels,
+)
 from tvface.rendering.mesh import face_vertices, generate_triangles, vertex_normals
 from tvface.rendering.rasterize import Fragments, interpolate, rasterize
 from tvface.rendering.rasterize_pytorch3d import pytorch3d_available, rasterize_pytorch3d

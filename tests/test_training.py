@@ -1,0 +1,173 @@
+"""The trainer: exact resume, a smoke run whose loss goes down, staged freezing, bad input, checkpoints."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from _training_fixtures import training_cfg
+
+from tvface.training import CheckpointError, Trainer, TrainingError, load_checkpoint
+from tvface.training.checkpoint import PREVIOUS
+from tvface.training.precision import resolve_precision
+from tvface.training.trainer import trainable_state
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainable_state(trainer.model).items()}
+
+
+def test_resume_is_exact(tiny_synth, tmp_path):
+    """N steps straight == N/2 steps, a new process-like Trainer resuming from disk, N/2 steps."""
+    cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 2, "train.coarse_steps": 2})
+    straight = Trainer(cfg, tmp_path / "a", progress=False)
+    straight.run(["pretrain", "coarse"])
+    first = Trainer(cfg, tmp_path / "b", progress=False)
+    first.run(["pretrain", "coarse"], stop_after=3)  # stops inside the coarse stage
+    assert first.global_step == 3 and first.stage == "coarse"
+    torch.manual_seed(123)  # the resumed run must not depend on the state of this process
+    np.random.seed(123)
+    resumed = Trainer(cfg, tmp_path / "b", progress=False)
+    resumed.resume()
+    assert resumed.global_step == 3 and resumed.stage_step == 1
+    resumed.run(["pretrain", "coarse"])
+    assert resumed.global_step == straight.global_step == 4
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    oa, ob = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    torch.testing.assert_close(oa[0]["exp_avg"], ob[0]["exp_avg"], rtol=1e-5, atol=1e-7)
+    # the metrics log of the resumed run has each step once
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+def test_smoke_training_reduces_the_loss(tiny_synth, tmp_path):
+    """Overfit a fixed batch: the landmark loss falls (a real optimisation, not a logged constant)."""
+    cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 25, "train.lr": 1e-3, "train.batch_size": 1})
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    fixed = tr.data.batch(0)
+    tr.data.batch = lambda step, device="cpu": fixed  # the same batch every step
+    (res,) = tr.run(["pretrain"])
+    assert res.steps == 25 and res.skipped == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lm = [r["landmark"] for r in rows]
+    assert np.mean(lm[-5:]) < 0.7 * np.mean(lm[:3]), lm
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["losses"]["identity"]["on"] is False and "resnet50_ft_weight.pkl" in manifest["losses"]["identity"]["reason"]
+    assert manifest["losses"]["mrf"]["on"] is False and "vgg19-dcbb9e9d.pth" in manifest["losses"]["mrf"]["reason"]
+    assert manifest["precision"]["dtype"] in ("float32", "bfloat16") and manifest["precision"]["cpu"]
+
+
+def test_all_stages_run_and_detail_freezes_the_coarse_encoder(tiny_synth, tmp_path):
+    cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 1, "train.coarse_steps": 2, "train.detail_steps": 2})
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    tr.run(["pretrain", "coarse"])
+    coarse_before = {k: v.clone() for k, v in tr.model.encoder.coarse.state_dict().items()}
+    detail_before = {k: v.clone() for k, v in tr.model.detail_decoder.state_dict().items()}
+    tr.run(["pretrain", "coarse", "detail"])
+    assert [d["stage"] for d in tr.done] == ["pretrain", "coarse", "detail"]
+    for k, v in tr.model.encoder.coarse.state_dict().items():  # weights and BN statistics unchanged
+        torch.testing.assert_close(v, coarse_before[k], rtol=0, atol=0, msg=k)
+    changed = [k for k, v in tr.model.detail_decoder.state_dict().items() if not torch.equal(v, detail_before[k])]
+    assert changed
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    detail_rows = [r for r in rows if r["stage"] == "detail"]
+    assert detail_rows and {"photometric_detail", "symmetry", "displacement", "detail_consistency"} <= set(detail_rows[0])
+    coarse_rows = [r for r in rows if r["stage"] == "coarse"]
+    assert {"photometric", "shape_consistency", "reg_light"} <= set(coarse_rows[0])
+    assert "photometric" not in [r for r in rows if r["stage"] == "pretrain"][0]
+
+
+def test_non_finite_losses_skip_then_stop(tiny_synth, tmp_path, monkeypatch):
+    cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 10, "loss.max_bad_steps": 3})
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    before = _weights(tr)
+    original = tr.objective.coarse
+
+    def poisoned(model, codes, batch, stage):
+        terms, dec = original(model, codes, batch, stage)
+        terms["landmark"] = terms["landmark"] * float("nan")
+        return terms, dec
+
+    monkeypatch.setattr(tr.objective, "coarse", poisoned)
+    with pytest.raises(TrainingError, match="3 steps in a row with a non-finite loss"):
+        tr.run(["pretrain"])
+    after = _weights(tr)
+    for k in before:  # skipped steps never touched the weights
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0)
+    skipped = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("skipped") for r in skipped] == [["landmark"]] * 3
+
+
+def test_checkpoint_errors(tiny_synth, tmp_path):
+    cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 1})
+    tr = Trainer(cfg, tmp_path / "run", progress=False)
+    tr.run(["pretrain"])
+    tr.save()  # a second save keeps the first as previous.pt
+    last, prev = tmp_path / "run" / "last.pt", tmp_path / "run" / PREVIOUS
+    assert prev.is_file() and load_checkpoint(prev)["global_step"] == 1
+    # another config (encoder input size) -> one error naming the file and the difference
+    other = Trainer(training_cfg(tiny_synth, **{"model.image_size": 48}), tmp_path / "other", progress=False)
+    with pytest.raises(CheckpointError, match=r"last\.pt was trained for another model or config: image_size"):
+        other.resume(last)
+    # another face model's layout (code sizes) -> refused too
+    ckpt = load_checkpoint(last)
+    ckpt["describe"] = {**ckpt["describe"], "face_model": "flame", "code_sizes": {"shape": 100}}
+    torch.save(ckpt, tmp_path / "flame.pt")
+    with pytest.raises(CheckpointError, match="face_model: checkpoint 'flame'"):
+        tr.resume(tmp_path / "flame.pt")
+    # truncated -> one error naming the file, pointing at the intact previous checkpoint
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"last\.pt: not a readable tvface checkpoint.*previous\.pt is intact"):
+        Trainer(cfg, tmp_path / "run", progress=False).resume()
+    assert load_checkpoint(prev)["global_step"] == 1
+    # a pickle that would run code is refused by weights_only
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (shutil.rmtree, (str(tmp_path / "run"),))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"format": "tvface-checkpoint-1", "x": Evil()}))
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert (tmp_path / "run").is_dir()
+
+
+def test_bad_datasets_fail_before_training(tiny_synth, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainingError, match="no sequences under .*empty.*tvface synth generate"):
+        Trainer(training_cfg(tiny_synth, **{"data.root": str(tmp_path / "empty")}), tmp_path / "r1", progress=False)
+    with pytest.raises(TrainingError, match="needs.*(no train-split sequence has the 20 frames)|20 frames"):
+        Trainer(training_cfg(tiny_synth, **{"data.n_frames": 20}), tmp_path / "r2", progress=False)
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_cli_train_and_refuse_overwrite(tiny_synth, tmp_path):
+    from tvface.cli import main
+
+    sets = ["data.root=" + str(tiny_synth["root"]), "data.image_size=64", "data.n_frames=3", "model.image_size=32",
+            "render.uv_size=32", "train.pretrain_steps=1", "train.image_every=1", "data.val_fraction=0.3"]
+    args = ["train", "--profile", "smoke", "--stage", "pretrain", "--out", str(tmp_path / "run"), "--quiet"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    assert (tmp_path / "run" / "last.pt").is_file() and list((tmp_path / "run" / "tb").iterdir())
+    assert main(args) == 2  # the run exists: --resume or another --out
+    assert main(args + ["--resume"]) == 0
+
+
+def test_precision_is_fp32_without_native_bf16(monkeypatch):
+    from tvface.training import precision as P
+
+    monkeypatch.setattr(P, "cpu_flags", lambda: {"avx2"})
+    assert resolve_precision("auto", "cpu").dtype == torch.float32
+    monkeypatch.setattr(P, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    p = resolve_precision("auto", "cpu")
+    assert p.dtype == torch.bfloat16 and "AMX" in p.reason
+    assert resolve_precision("float32", "cpu").dtype == torch.float32

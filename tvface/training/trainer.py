@@ -1,0 +1,430 @@
+"""One trainer for the per-frame and the temporal reconstructor: stages, checkpoints, exact resume.
+
+``Trainer(cfg, out_dir).run(["pretrain", "coarse", "detail"])`` trains the stages in order
+(:mod:`tvface.training.objective`), Adam with ``train.lr``; the detail stage freezes the coarse
+encoder (DECA's ``E_flame.eval()``; the report's "E_Tc fixed"). Batches are ``train.batch_size``
+sequences x ``data.n_frames`` frames of the training split (by identity).
+
+Determinism: the batch of global step ``s`` (which sequences, which start frames) is a function of
+``(train.seed, s)`` only, and the checkpoint carries the model, optimiser, RNG states and step, so
+"N steps" and "N/2 steps, resume, N/2 steps" give the same weights (``tests/test_training.py``).
+
+Run folder::
+
+    RUN_DIR/last.pt, previous.pt     checkpoints (atomic; see tvface.training.checkpoint)
+    RUN_DIR/manifest.json            config, precision, loss terms on/off (and why), data, timings
+    RUN_DIR/metrics.jsonl            one line per logged step: stage, step, loss terms, it/s
+    RUN_DIR/tb/                      TensorBoard scalars and image grids
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tvface.config import ProfileConfig, config_to_dict, expand_path
+from tvface.data import layout
+from tvface.io.atomic import atomic_write_text
+from tvface.models.reconstructor import Codes, Reconstructor, build_reconstructor
+from tvface.training.checkpoint import (
+    LAST,
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from tvface.training.objective import STAGES, Batch, Objective
+from tvface.training.precision import cpu_name, resolve_precision
+
+log = logging.getLogger(__name__)
+TRAINABLE_PREFIXES = ("encoder.", "detail_decoder.")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (bad data, repeated non-finite losses); the message says why and what to do."""
+
+
+def trainable_state(model: Reconstructor) -> dict[str, torch.Tensor]:
+    """The learned part of the model (encoders, detail decoder): face model and renderer are rebuilt."""
+    return {k: v for k, v in model.state_dict().items() if k.startswith(TRAINABLE_PREFIXES)}
+
+
+def load_trainable_state(model: Reconstructor, state: dict[str, torch.Tensor], path: Path) -> None:
+    own = trainable_state(model)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+              for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"{path}: weights do not fit this model: missing {missing[:8]}"
+                              f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}, "
+                              f"shape mismatches {shapes[:8]}")
+    model.load_state_dict(state, strict=False)
+
+
+# --------------------------------------------------------------------------- data
+class TrainData:
+    """The training split as batches of sequences, deterministic in the global step.
+
+    Frames and masks are resized once to the encoder's size and kept in memory (uint8 / float16).
+    """
+
+    def __init__(self, cfg: ProfileConfig, split: str = "train", root: Path | None = None) -> None:
+        from tvface.data.dataset import SequenceDataset, normalize_landmarks
+
+        self.root = Path(root) if root is not None else expand_path(cfg.data.root)
+        self.n_frames = cfg.data.n_frames
+        self.size = cfg.model.image_size
+        self.seed = cfg.train.seed
+        self.batch_size = cfg.train.batch_size
+        self._normalize = normalize_landmarks
+        seqs = layout.list_sequences(self.root)
+        if not seqs:
+            raise TrainingError(f"no sequences under {self.root} (expected <identity>/<sequence>/manifest.json). "
+                                "Make data first: `tvface synth generate --profile PROFILE` (synthetic) or "
+                                "`tvface collect run VIDEO --root ROOT` (TV), or set data.root.")
+        self.ds = SequenceDataset(self.root, self.n_frames, split, cfg.data.val_fraction, cfg.data.split_seed)
+        if len(self.ds) == 0:
+            lengths = [len(layout.frame_stems(s)) for s in seqs]
+            raise TrainingError(f"{self.root}: no {split}-split sequence has the {self.n_frames} frames a training "
+                                f"window needs ({len(seqs)} sequences, longest {max(lengths)} frames, split by "
+                                f"identity with data.val_fraction={cfg.data.val_fraction}). Add data, or lower "
+                                "data.n_frames.")
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(len(self.ds) / self.batch_size))
+
+    def _sequence(self, idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if idx not in self._cache:
+            seq_dir, stems = self.ds.sequences[idx]
+            self.ds.n_frames = len(stems)
+            item = self.ds.load_frames(idx, 0)
+            self.ds.n_frames = self.n_frames
+            img = item["image"]  # (L, 3, S0, S0)
+            mask = item["mask"][:, None]  # (L, 1, S0, S0)
+            if img.shape[-1] != self.size:
+                img = F.interpolate(img, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                    antialias=True)
+                mask = F.interpolate(mask, size=(self.size, self.size), mode="area")
+            self._cache[idx] = ((img.clamp(0, 1) * 255).round().to(torch.uint8), mask.half(), item["landmark"])
+        return self._cache[idx]
+
+    def indices(self, step: int) -> list[tuple[int, int]]:
+        """(sequence index, start frame) of the batch of global step ``step``."""
+        n = len(self.ds)
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)).tolist()
+        chosen = perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+        if len(chosen) < min(self.batch_size, n):  # last partial batch: fill from the start of the permutation
+            chosen += perm[:min(self.batch_size, n) - len(chosen)]
+        rng = np.random.default_rng([self.seed, step])
+        out = []
+        for i in chosen:
+            length = len(self.ds.sequences[i][1])
+            out.append((i, int(rng.integers(length - self.n_frames + 1))))
+        return out
+
+    def batch(self, step: int, device: torch.device | str = "cpu") -> Batch:
+        imgs, lmks, masks = [], [], []
+        for i, s in self.indices(step):
+            img, mask, lmk = self._sequence(i)
+            imgs.append(img[s:s + self.n_frames])
+            masks.append(mask[s:s + self.n_frames])
+            lmks.append(lmk[s:s + self.n_frames])
+        return Batch(image=(torch.stack(imgs).float() / 255).to(device), landmark=torch.stack(lmks).to(device),
+                     mask=torch.stack(masks).float().to(device))
+
+
+# --------------------------------------------------------------------------- trainer
+@dataclass
+class StageResult:
+    stage: str
+    steps: int
+    seconds: float
+    first_loss: float
+    last_loss: float
+    skipped: int
+
+
+class Trainer:
+    """Staged training of a :class:`Reconstructor` on a profile (see the module docstring)."""
+
+    def __init__(self, cfg: ProfileConfig, out_dir: Path, assets_root: Path | None = None, progress: bool = True,
+                 data_root: Path | None = None, model: Reconstructor | None = None) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        tc = cfg.train
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        self.device = torch.device(tc.device if (tc.device != "cuda" or torch.cuda.is_available()) else "cpu")
+        if tc.device == "cuda" and self.device.type != "cuda":
+            raise TrainingError("train.device=cuda but no CUDA device is available; use --set train.device=cpu")
+        self.precision = resolve_precision(tc.dtype, self.device)
+        torch.manual_seed(tc.seed)
+        np.random.seed(tc.seed)
+        self.data = TrainData(cfg, "train", data_root)  # fails here, before any model is built, on bad data
+        self.model = (model if model is not None else build_reconstructor(cfg, assets_root)).to(self.device)
+        self.init_report = self._init_weights(assets_root)
+        self.objective = Objective.build(cfg.loss, assets_root, self.device)
+        self.global_step = 0
+        self.stage = None
+        self.stage_step = 0
+        self.done: list[dict] = []
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._writer = None
+
+    # ------------------------------------------------------------------ setup
+    def _init_weights(self, assets_root) -> dict:
+        path = self.cfg.model.checkpoint
+        if not path:
+            return {"init": "random", "seed": self.cfg.train.seed}
+        p = expand_path(path)
+        if p.name.endswith(".tar") or p.suffix == ".tar":
+            from tvface.models.deca_weights import load_deca_weights
+
+            return {"init": str(p), **load_deca_weights(self.model, p)}
+        ckpt = load_checkpoint(p)
+        check_compatible(ckpt, self.model.describe(), p)
+        load_trainable_state(self.model, ckpt["model"], p)
+        return {"init": str(p), "from_step": ckpt.get("global_step")}
+
+    def stage_steps(self, stage: str) -> int:
+        tc = self.cfg.train
+        steps = getattr(tc, f"{stage}_steps")
+        return steps if steps > 0 else getattr(tc, f"{stage}_epochs") * self.data.steps_per_epoch
+
+    def _trainable(self, stage: str) -> list[torch.nn.Parameter]:
+        return self.model.detail_parameters() if stage == "detail" else self.model.coarse_parameters()
+
+    def _set_modes(self, stage: str) -> None:
+        m = self.model
+        for p in m.parameters():
+            p.requires_grad_(False)
+        m.train()
+        if stage == "detail":
+            for mod in m.encoder.coarse_modules():
+                mod.eval()  # E_c (E_Tc) fixed, BN statistics included
+        else:
+            for mod in m.encoder.detail_modules():
+                mod.eval()
+            m.detail_decoder.eval()
+        for p in self._trainable(stage):
+            p.requires_grad_(True)
+
+    def _new_optimizer(self, stage: str) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self._trainable(stage), lr=self.cfg.train.lr)
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.global_step or None)
+        return self._writer
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self) -> dict:
+        optimizer = self.optimizer.state_dict() if self.optimizer else None
+        return {"model": trainable_state(self.model), "optimizer": optimizer,
+                "scheduler": None, "rng": rng_state(), "stage": self.stage, "stage_step": self.stage_step,
+                "global_step": self.global_step, "done": self.done, "config": config_to_dict(self.cfg),
+                "describe": self.model.describe()}
+
+    def save(self) -> Path:
+        return save_checkpoint(self.out_dir / LAST, self._payload())
+
+    def resume(self, path: Path | None = None) -> None:
+        path = Path(path) if path is not None else self.out_dir / LAST
+        ckpt = load_checkpoint(path)
+        check_compatible(ckpt, self.model.describe(), path)
+        load_trainable_state(self.model, ckpt["model"], path)
+        self.stage, self.stage_step, self.global_step = ckpt["stage"], ckpt["stage_step"], ckpt["global_step"]
+        self.done = list(ckpt.get("done", []))
+        if self.stage is not None:
+            self._set_modes(self.stage)
+            self.optimizer = self._new_optimizer(self.stage)
+            if ckpt["optimizer"] is not None:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        path = self.out_dir / "metrics.jsonl"
+        if path.is_file():
+            keep = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= self.global_step]
+            atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+    def write_manifest(self, extra: dict | None = None) -> None:
+        m = {"config": config_to_dict(self.cfg), "precision": self.precision.to_dict(),
+             "device": str(self.device), "cpu": cpu_name(), "torch": torch.__version__,
+             "python": platform.python_version(), "threads": torch.get_num_threads(),
+             "losses": self.objective.manifest(), "model": self.model.describe(), "init": self.init_report,
+             "data": {"root": str(self.data.root), "train_sequences": len(self.data),
+                      "steps_per_epoch": self.data.steps_per_epoch,
+                      "identities": sorted({s.parent.name for s, _ in self.data.ds.sequences})},
+             "stages_done": self.done, "global_step": self.global_step, **(extra or {})}
+        atomic_write_text(self.out_dir / "manifest.json", json.dumps(m, indent=1, default=str))
+
+    # ------------------------------------------------------------------ steps
+    def step(self, batch: Batch, stage: str) -> tuple[dict[str, float], object]:
+        """One optimiser step; returns (terms as floats incl. ``total``, decoded). A non-finite loss raises
+        :class:`_NonFinite` with the model exactly as before the step (BatchNorm statistics restored)."""
+        saved = [(b, b.clone()) for b in self._buffers()]
+        with self.precision.autocast():
+            if stage == "detail":  # E_c frozen (no parameter of it requires grad): its codes carry no graph
+                codes = self.model.encode(batch.image, with_detail=True)
+                codes = Codes({k: v.detach() for k, v in codes.coarse.items()}, codes.detail)
+            else:
+                codes = self.model.encode(batch.image, with_detail=False)
+            terms, dec = self.objective(self.model, codes, batch, stage)
+        total = sum(t.float() for t in terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(total):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+            with torch.no_grad():
+                for b, v in saved:
+                    b.copy_(v)
+            raise _NonFinite(bad)
+        total.backward()
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._trainable(stage), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        return {"total": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}, dec
+
+    def _buffers(self) -> list[torch.Tensor]:
+        return [b for m in (self.model.encoder, self.model.detail_decoder) for b in m.buffers()]
+
+    def _log(self, stage: str, values: dict[str, float], rate: float) -> None:
+        for k, v in values.items():
+            self.writer.add_scalar(f"{stage}/{k}", v, self.global_step)
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"stage": stage, "step": self.global_step, "stage_step": self.stage_step,
+                                "it_s": round(rate, 3), **{k: round(v, 6) for k, v in values.items()}}) + "\n")
+
+    def _log_images(self, stage: str, batch: Batch, dec) -> None:
+        from tvface.viz import training_grid
+
+        self.writer.add_image(f"{stage}/grid", training_grid(batch, dec), self.global_step)
+
+    def run(self, stages: list[str] | tuple[str, ...] = STAGES, stop_after: int | None = None) -> list[StageResult]:
+        """Train ``stages`` in order from where the run stands (after :meth:`resume`, the saved step).
+
+        ``stop_after``: stop after this many optimiser steps in this call (tests, interrupted runs).
+        """
+        for s in stages:
+            if s not in STAGES:
+                raise TrainingError(f"unknown stage {s!r}; stages are {STAGES} (or 'all')")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.write_manifest()
+        done_names = [d["stage"] for d in self.done]
+        results = []
+        budget = stop_after
+        for stage in stages:
+            if stage in done_names:
+                continue
+            if self.stage != stage:
+                self.stage, self.stage_step = stage, 0
+                self._set_modes(stage)
+                self.optimizer = self._new_optimizer(stage)
+            res = self._train_stage(stage, budget)
+            results.append(res)
+            if budget is not None:
+                budget -= res.steps
+                if budget <= 0 and self.stage_step < self.stage_steps(stage):
+                    break
+        if self._writer is not None:
+            self._writer.flush()
+        return results
+
+    def _train_stage(self, stage: str, budget: int | None) -> StageResult:
+        from tqdm.auto import tqdm
+
+        total_steps = self.stage_steps(stage)
+        tc = self.cfg.train
+        bad_in_row, skipped, steps_here = 0, 0, 0
+        first = last = float("nan")
+        t0 = time.perf_counter()
+        bar = tqdm(total=total_steps, initial=self.stage_step, desc=stage, unit="it", disable=not self.progress,
+                   dynamic_ncols=True)
+        while self.stage_step < total_steps and (budget is None or steps_here < budget):
+            batch = self.data.batch(self.global_step, self.device)
+            t_step = time.perf_counter()
+            try:
+                values, dec = self.step(batch, stage)
+                bad_in_row = 0
+            except _NonFinite as exc:
+                bad_in_row += 1
+                skipped += 1
+                log.warning("step %d (%s): non-finite loss in %s; step skipped", self.global_step, stage, exc.terms)
+                with open(self.out_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"stage": stage, "step": self.global_step, "skipped": exc.terms}) + "\n")
+                if bad_in_row >= self.cfg.loss.max_bad_steps:
+                    self.save()
+                    raise TrainingError(
+                        f"{bad_in_row} steps in a row with a non-finite loss ({exc.terms}) at step {self.global_step} "
+                        f"of stage {stage}; stopped. Last good weights: {self.out_dir / LAST}. Lower train.lr, "
+                        "set train.grad_clip, or check the data (landmarks/masks) of this run.") from None
+                values, dec = None, None
+            self.global_step += 1
+            self.stage_step += 1
+            steps_here += 1
+            if values is not None:
+                first = values["total"] if math.isnan(first) else first
+                last = values["total"]
+                rate = 1.0 / max(time.perf_counter() - t_step, 1e-9)
+                bar.set_postfix(loss=f"{last:.4f}", refresh=False)
+                if self.global_step % tc.log_every == 0 or self.stage_step == total_steps or steps_here == 1:
+                    self._log(stage, values, rate)
+                if tc.image_every and (self.global_step % tc.image_every == 0):
+                    self._log_images(stage, batch, dec)
+            bar.update(1)
+            if self.global_step % tc.checkpoint_every == 0:
+                self.save()
+        bar.close()
+        seconds = time.perf_counter() - t0
+        if self.stage_step >= total_steps:
+            self.done.append({"stage": stage, "steps": total_steps, "global_step": self.global_step,
+                              "seconds_last_session": round(seconds, 2), "skipped": skipped})
+        self.save()
+        self.write_manifest()
+        return StageResult(stage, steps_here, seconds, first, last, skipped)
+
+
+class _NonFinite(Exception):
+    def __init__(self, terms: list[str]) -> None:
+        super().__init__(", ".join(terms))
+        self.terms = terms
+
+
+def train(cfg: ProfileConfig, out_dir: Path, stage: str = "all", resume: bool = False,
+          progress: bool = True, assets_root: Path | None = None) -> Trainer:
+    """What ``tvface train`` does: build, optionally resume, run the stage(s), return the trainer."""
+    stages = list(STAGES) if stage == "all" else [stage]
+    out_dir = Path(out_dir)
+    if not resume and (out_dir / LAST).exists():
+        raise TrainingError(f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or choose "
+                            "another --out")
+    trainer = Trainer(cfg, out_dir, assets_root=assets_root, progress=progress)
+    if resume:
+        if not (out_dir / LAST).exists():
+            raise TrainingError(f"--resume: no checkpoint {out_dir / LAST}; start without --resume")
+        trainer.resume()
+    trainer.run(stages)
+    return trainer
