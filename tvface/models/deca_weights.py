@@ -199,7 +199,7 @@ def _read(path: Path):
                 f"replace the file with the one from DECA's README.") from e
         raise DecaWeightsError(
             f"{path}: not a readable torch checkpoint (truncated, damaged or another format: "
-            f"{type(e).__name__}: {text.split(". ")[0].strip() or 'no message'}). Download "
+            f"{type(e).__name__}: {text.split('. ')[0].strip() or 'no message'}). Download "
             f"deca_model.tar again (DECA's README) and check its size.") from e
 
 
