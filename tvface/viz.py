@@ -107,3 +107,32 @@ def training_grid(batch, dec, max_frames: int = 4):
             cols.append(dec.render.detail_images[:max_frames].detach().float().clamp(0, 1) * a + img * (1 - a))
     tiles = torch.stack(cols, 1).flatten(0, 1)  # frame-major rows
     return make_grid(tiles, nrow=len(cols), padding=2)
+
+
+def reconstruction_panels(model, images, landmarks=None) -> dict:
+    """The columns of the report's Fig. 3 for frames (N, 3, S, S) in [0, 1]: input, detected landmarks
+    (green, DECA-normalised (N, 68, 3) or None), predicted landmarks (red), coarse shape, detail shape,
+    rendered image (each (N, H, W, 3) numpy in [0, 1], at the reconstructor's size, over the input)."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    with torch.no_grad():
+        frames = images[None] if images.ndim == 4 else images
+        codes = model.encode(frames, with_detail=True)
+        dec = model.decode(codes, with_detail=True, with_shape=True)
+        x = F.interpolate(frames.flatten(0, 1), size=(model.image_size,) * 2, mode="bilinear",
+                          align_corners=False, antialias=True)
+        a = dec.render.alpha
+
+        def over(img):
+            return (img.clamp(0, 1) * a + x * (1 - a)).permute(0, 2, 3, 1).numpy()
+
+        out = {"input": x.permute(0, 2, 3, 1).numpy()}
+        if landmarks is not None:
+            out["detected landmarks"] = draw_points(x, landmarks[..., :2], (0.0, 1.0, 0.0)).permute(0, 2, 3, 1).numpy()
+        out["predicted landmarks"] = draw_points(x, dec.lmks_2d, (1.0, 0.0, 0.0)).permute(0, 2, 3, 1).numpy()
+        out["coarse shape"] = over(dec.render.shape_images)
+        out["detail shape"] = over(dec.render.shape_detail_images)
+        out["rendered"] = over(dec.render.images)
+    return out
