@@ -151,3 +151,18 @@ def test_displacement_maps_at_another_resolution_are_resampled():
     same_size = displacement2normal(torch.full((1, 1, 64, 64), 0.01), uv_verts, uv_normals,
                                     torch.ones(1, 1, 64, 64), torch.zeros(64, 64))
     torch.testing.assert_close(resampled, same_size)
+
+
+def test_vertex_normals_match_a_loop_over_faces():
+    # DECA's definition: the area-weighted sum of the normals of the faces around a vertex, normalised.
+    g = torch.Generator().manual_seed(11)
+    verts = torch.randn(2, 30, 3, generator=g, dtype=torch.float64)
+    faces = torch.randint(0, 25, (40, 3), generator=g)  # vertices 25..29 in no face -> zero
+    ref = np.zeros((2, 30, 3))
+    for b in range(2):
+        for i, j, k in faces.tolist():
+            n = np.cross(verts[b, j] - verts[b, i], verts[b, k] - verts[b, i])
+            ref[b, [i, j, k]] += n
+    norm = np.linalg.norm(ref, axis=-1, keepdims=True)
+    ref = np.where(norm > 0, ref / np.maximum(norm, 1e-12), 0)
+    np.testing.assert_allclose(vertex_normals(verts, faces).numpy(), ref, atol=1e-12)

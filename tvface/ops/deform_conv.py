@@ -39,19 +39,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import math
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from tvface.ops.cpu_kernels import compile_library
 
 __all__ = ["deform_conv2d", "ModulatedDeformConv2d"]
 
@@ -577,53 +572,17 @@ void dcn_backward_f64(const double* x, const double* off, const double* msk, con
 }
 """
 
-_KERNEL_FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17")
-# libgomp by soname: inside this process it resolves to the one PyTorch already loaded, so the kernels
-# share PyTorch's OpenMP threads. Without OpenMP the kernels run on one thread.
-_OPENMP_FLAGS = ("-fopenmp",)
-
-
-def _cpu_signature() -> str:
-    """Identifies the host CPU for the kernel cache, as the library is built with -march=native."""
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    keep = [ln for ln in info if ln.startswith(("model name", "flags"))][:2]
-    return "\n".join(keep)
-
-
 @functools.lru_cache(maxsize=1)
 def _kernels() -> ctypes.CDLL | None:
     """The CPU gather/scatter kernels, compiled once into a cache, or None (then grid_sample is used).
 
     Set ``TVFACE_NO_COMPILE=1`` to skip them; ``TVFACE_KERNEL_CACHE`` moves the cache
     (default ``~/.cache/tvface/kernels``). Needs a C++ compiler (``$CXX`` or ``g++``); the build takes
-    about a second and any failure falls back to the grid_sample path with a warning.
+    about a second and any failure falls back to the grid_sample path with a warning
+    (:func:`tvface.ops.cpu_kernels.compile_library`).
     """
-    if os.environ.get("TVFACE_NO_COMPILE", "") not in ("", "0"):
-        return None
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        return None
-    key = hashlib.sha256("\0".join([_KERNEL_SOURCE, cxx, *_KERNEL_FLAGS, _cpu_signature()]).encode())
-    cache = Path(os.environ.get("TVFACE_KERNEL_CACHE", Path.home() / ".cache" / "tvface" / "kernels"))
-    lib_path = cache / f"deform_conv_{key.hexdigest()[:16]}.so"
-    try:
-        if not lib_path.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                src, out = Path(tmp) / "deform_conv.cpp", Path(tmp) / "lib.so"
-                src.write_text(_KERNEL_SOURCE)
-                cmd = [cxx, *_KERNEL_FLAGS, "-o", str(out), str(src)]
-                if subprocess.run(cmd + list(_OPENMP_FLAGS), check=False, capture_output=True).returncode != 0:
-                    subprocess.run(cmd, check=True, capture_output=True, text=True)
-                os.replace(out, lib_path)  # atomic: concurrent builds are harmless
-        lib = ctypes.CDLL(str(lib_path))
-    except (OSError, subprocess.CalledProcessError) as err:
-        detail = getattr(err, "stderr", "") or err
-        warnings.warn(f"tvface deform_conv: building the CPU kernels in {cache} failed ({detail}); using "
-                      f"the slower grid_sample path. Set TVFACE_NO_COMPILE=1 to silence this.", stacklevel=2)
+    lib = compile_library("deform_conv", _KERNEL_SOURCE)
+    if lib is None:
         return None
     ptr = ctypes.c_void_p
     for suffix in ("f32", "f64"):

@@ -13,7 +13,7 @@ def face_vertices(verts: Tensor, faces: Tensor) -> Tensor:
 
 def face_normals(verts: Tensor, faces: Tensor) -> Tensor:
     """(B, F, 3) unnormalised face normals, |n| = twice the area, outward for counter-clockwise faces."""
-    v0, v1, v2 = verts[:, faces].unbind(2)
+    v0, v1, v2 = verts.index_select(1, faces.reshape(-1)).unflatten(1, faces.shape).unbind(2)
     return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
 
 
@@ -27,11 +27,12 @@ def vertex_normals(verts: Tensor, faces: Tensor, eps: float = 1e-6) -> Tensor:
     """
     fn = face_normals(verts, faces)  # (B, F, 3)
     batch, n_verts = verts.shape[:2]
-    normals = verts.new_zeros(batch, n_verts, 3)
-    # Each corner of a triangle gets the same (area-weighted) face normal.
-    fn3 = fn[:, :, None].expand(-1, -1, 3, -1).reshape(batch, -1, 3)
-    normals = normals.index_add(1, faces.reshape(-1), fn3)
-    return torch.nn.functional.normalize(normals, dim=-1, eps=eps)
+    # Each corner of a triangle gets the same (area-weighted) face normal. The sum runs over rows of
+    # a vertex-major (V, B * 3) layout: index_add along dim 0 adds contiguous rows (about 2x faster
+    # on CPU than along the vertex dimension of (B, V, 3)).
+    rows = fn.permute(1, 0, 2).reshape(-1, 1, batch * 3).expand(-1, 3, -1).reshape(-1, batch * 3)  # (3F, B*3)
+    normals = verts.new_zeros(n_verts, batch * 3).index_add_(0, faces.reshape(-1), rows)
+    return torch.nn.functional.normalize(normals.view(n_verts, batch, 3).permute(1, 0, 2), dim=-1, eps=eps)
 
 
 def generate_triangles(height: int, width: int, margin_x: int = 0, margin_y: int = 0) -> np.ndarray:

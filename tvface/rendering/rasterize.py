@@ -5,7 +5,7 @@ right and y to the image bottom, both in [-1, 1] over the full width/height (pix
 x = -1 + (2j + 1) / W, i.e. ``grid_sample(align_corners=False)``), and z smaller = nearer.
 
 The ``torch`` backend is *deferred* (as nvdiffrast): visibility is discrete and computed without
-gradients (a z-buffer), then barycentrics of each covered pixel centre are recomputed with autograd
+gradients (a z-buffer; on CPU a small compiled C++ pass, else the PyTorch loop below), then barycentrics of each covered pixel centre are recomputed with autograd
 from the screen vertices of its visible triangle, so gradients reach vertex positions (interior
 pixels; silhouettes move discretely) and anything interpolated with the barycentrics.
 
@@ -20,11 +20,15 @@ shading code works on; :meth:`Fragments.to_image` scatters values back into imag
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from tvface.ops.cpu_kernels import compile_library
 
 # Candidates are counted in (triangle, pixel) pairs; 2**23 pairs use about 0.3 GB of temporaries.
 MAX_CANDIDATES = 1 << 23
@@ -135,10 +139,95 @@ def _face_planes(pix: Tensor, z: Tensor, faces: Tensor, cull_backfaces: bool):
     return coefs.reshape(-1, 9), valid.reshape(-1)
 
 
+# The z-buffer pass in C++ (CPU, float32): the same plane coefficients, inside test, depth and packed
+# z-key as the PyTorch loop in rasterize_visibility, evaluated in the same float32 operation order
+# without contraction into FMAs, so both give the same fragments (tests compare them). One thread
+# per batch element: each writes only its own slice of the z-buffer, no atomics.
+_ZBUFFER_SOURCE = r"""
+#include <cstdint>
+#include <cmath>
+#include <cstring>
+
+static inline int64_t zkey(float depth, int64_t face) {
+  int32_t bits;
+  std::memcpy(&bits, &depth, sizeof bits);
+  int32_t ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF);
+  return (int64_t)((uint64_t)(int64_t)ordered << 32) | face;
+}
+
+extern "C" void zbuffer_f32(const float* pix, const float* zv, const int64_t* faces, int64_t* zbuf,
+                            int64_t batch, int64_t n_verts, int64_t n_faces, int64_t height, int64_t width,
+                            int cull, float neg_eps) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* P = pix + b * n_verts * 2;
+    const float* Z = zv + b * n_verts;
+    int64_t* buf = zbuf + b * height * width;
+    for (int64_t f = 0; f < n_faces; ++f) {
+      const int64_t i0 = faces[3 * f], i1 = faces[3 * f + 1], i2 = faces[3 * f + 2];
+      const float x0 = P[2 * i0], y0 = P[2 * i0 + 1], x1 = P[2 * i1], y1 = P[2 * i1 + 1];
+      const float x2 = P[2 * i2], y2 = P[2 * i2 + 1];
+      const float area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0);
+      if (cull ? !(area < 0.0f) : !(area != 0.0f)) continue;
+      float lox = std::ceil(std::fmin(std::fmin(x0, x1), x2)), loy = std::ceil(std::fmin(std::fmin(y0, y1), y2));
+      float hix = std::floor(std::fmax(std::fmax(x0, x1), x2)), hiy = std::floor(std::fmax(std::fmax(y0, y1), y2));
+      lox = std::fmax(lox, 0.0f); loy = std::fmax(loy, 0.0f);
+      hix = std::fmin(hix, (float)(width - 1)); hiy = std::fmin(hiy, (float)(height - 1));
+      if (!(lox <= hix) || !(loy <= hiy)) continue;
+      const float inv = 1.0f / area;
+      const float a0 = -(y2 - y1) * inv, b0 = (x2 - x1) * inv, c0 = ((y2 - y1) * x1 - (x2 - x1) * y1) * inv;
+      const float a1 = -(y0 - y2) * inv, b1 = (x0 - x2) * inv, c1 = ((y0 - y2) * x2 - (x0 - x2) * y2) * inv;
+      const float a2 = -a0 - a1, b2 = -b0 - b1, c2 = 1.0f - c0 - c1;
+      const float z0 = Z[i0], z1 = Z[i1], z2 = Z[i2];
+      const float az = a0 * z0 + a1 * z1 + a2 * z2;
+      const float bz = b0 * z0 + b1 * z1 + b2 * z2;
+      const float cz = c0 * z0 + c1 * z1 + c2 * z2;
+      const int64_t face_id = b * n_faces + f;
+      for (int64_t py = (int64_t)loy; py <= (int64_t)hiy; ++py) {
+        const float fy = (float)py;
+        for (int64_t px = (int64_t)lox; px <= (int64_t)hix; ++px) {
+          const float fx = (float)px;
+          const float w0 = a0 * fx + b0 * fy + c0;
+          const float w1 = a1 * fx + b1 * fy + c1;
+          if (!(w0 >= neg_eps) || !(w1 >= neg_eps) || !(1.0f - w0 - w1 >= neg_eps)) continue;
+          const int64_t key = zkey(az * fx + bz * fy + cz, face_id);
+          int64_t* slot = buf + py * width + px;
+          if (key < *slot) *slot = key;
+        }
+      }
+    }
+  }
+}
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _zbuffer_kernel() -> ctypes.CDLL | None:
+    """The compiled z-buffer pass, or None (no compiler, ``TVFACE_NO_COMPILE=1``): then the PyTorch loop."""
+    lib = compile_library("rasterize", _ZBUFFER_SOURCE, ("-ffp-contract=off",))
+    if lib is not None:
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.zbuffer_f32.argtypes = [p, p, p, p, i64, i64, i64, i64, i64, ctypes.c_int, ctypes.c_float]
+        lib.zbuffer_f32.restype = None
+    return lib
+
+
+def _zbuffer_compiled(lib: ctypes.CDLL, pix: Tensor, z: Tensor, faces: Tensor, height: int, width: int,
+                      cull_backfaces: bool) -> Tensor:
+    pix, z = pix.contiguous(), z.contiguous()
+    faces = faces.to(torch.int64).contiguous()
+    zbuf = torch.full((pix.shape[0] * height * width,), _INT64_MAX, dtype=torch.int64)
+    lib.zbuffer_f32(pix.data_ptr(), z.data_ptr(), faces.data_ptr(), zbuf.data_ptr(), pix.shape[0], pix.shape[1],
+                    faces.shape[0], height, width, int(cull_backfaces), -INSIDE_EPS)
+    return zbuf
+
+
 @torch.no_grad()
 def rasterize_visibility(pix: Tensor, z: Tensor, faces: Tensor, height: int, width: int,
-                         cull_backfaces: bool = True, max_candidates: int = MAX_CANDIDATES
-                         ) -> tuple[Tensor, Tensor]:
+                         cull_backfaces: bool = True, max_candidates: int = MAX_CANDIDATES,
+                         compiled: bool | None = None) -> tuple[Tensor, Tensor]:
     """Nearest triangle per pixel, without gradients.
 
     Args:
@@ -146,6 +235,8 @@ def rasterize_visibility(pix: Tensor, z: Tensor, faces: Tensor, height: int, wid
         z: (B, V) depth, smaller = nearer.
         faces: (F, 3) long.
         cull_backfaces: drop triangles clockwise in the model frame (facing away).
+        compiled: the C++ z-buffer pass (float32 on CPU; None: whenever it is available), else the
+            PyTorch loop below (GPU, float64, no compiler). Both give the same fragments.
     Returns:
         pix_idx (N,) flat (B, H, W) indices of covered pixels, sorted; face_idx (N,) in 0..F-1.
     """
@@ -155,6 +246,14 @@ def rasterize_visibility(pix: Tensor, z: Tensor, faces: Tensor, height: int, wid
     device = pix.device
     dtype = torch.float64 if pix.dtype == torch.float64 else torch.float32
     pix, z = pix.to(dtype), z.to(dtype)
+    lib = _zbuffer_kernel() if compiled is not False and device.type == "cpu" and dtype == torch.float32 else None
+    if compiled and lib is None:
+        raise RuntimeError("the compiled z-buffer needs float32 CPU tensors and a C++ compiler "
+                           "(TVFACE_NO_COMPILE unset)")
+    if lib is not None:
+        zbuf = _zbuffer_compiled(lib, pix, z, faces, height, width, cull_backfaces)
+        pix_idx = torch.nonzero(zbuf != _INT64_MAX).squeeze(1)
+        return pix_idx, (zbuf[pix_idx] & ((1 << _FACE_BITS) - 1)) % n_faces
     coefs, valid = _face_planes(pix, z, faces, cull_backfaces)
 
     v = pix[:, faces]  # (B, F, 3, 2)
@@ -220,25 +319,27 @@ def barycentrics(pix: Tensor, z: Tensor, faces: Tensor, pix_idx: Tensor, face_id
     rem = pix_idx - b * hw
     py = torch.div(rem, width, rounding_mode="floor")
     px = rem - py * width
-    vidx = faces[face_idx] + (b * n_verts)[:, None]  # (N, 3) rows of the flattened vertices
-    v = pix.reshape(-1, 2)[vidx]  # (N, 3, 2)
+    vidx = (faces.index_select(0, face_idx) + (b * n_verts)[:, None]).reshape(-1)  # (3N,) flattened vertex rows
+    v = pix.reshape(-1, 2).index_select(0, vidx).view(-1, 3, 2)  # (N, 3, 2); index_select: a fast gather
     p = torch.stack([px, py], dim=-1).to(v.dtype)[:, None]  # (N, 1, 2)
     d = v - p  # vertex positions relative to the pixel centre
     # w_k = edge(v_{k+1}, v_{k+2}, p) = cross(v_{k+1} - p, v_{k+2} - p)
     d1, d2 = d.roll(-1, dims=1), d.roll(-2, dims=1)
     w = d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0]  # (N, 3)
     bary = w / w.sum(dim=1, keepdim=True)
-    depth = (bary * z.reshape(-1)[vidx]).sum(dim=1)
+    depth = (bary * z.reshape(-1).index_select(0, vidx).view(-1, 3)).sum(dim=1)
     return bary, depth
 
 
 def rasterize(screen_verts: Tensor, faces: Tensor, height: int, width: int | None = None,
-              cull_backfaces: bool = True, max_candidates: int = MAX_CANDIDATES) -> Fragments:
-    """Rasterise a batch of meshes sharing one topology with the pure-PyTorch backend.
+              cull_backfaces: bool = True, max_candidates: int = MAX_CANDIDATES,
+              compiled: bool | None = None) -> Fragments:
+    """Rasterise a batch of meshes sharing one topology with the ``torch`` backend.
 
     Args:
         screen_verts: (B, V, 3) in DECA's screen space (module docstring).
         faces: (F, 3) long.
+        max_candidates, compiled: see :func:`rasterize_visibility`.
     Returns:
         :class:`Fragments`, barycentrics and depth in float32 (float64 for float64 input), computed
         outside autocast.
@@ -252,7 +353,8 @@ def rasterize(screen_verts: Tensor, faces: Tensor, height: int, width: int | Non
         sv = screen_verts if screen_verts.dtype == torch.float64 else screen_verts.float()
         pix = ndc_to_pixel(sv[..., :2], height, width)
         z = sv[..., 2]
-        pix_idx, face_idx = rasterize_visibility(pix, z, faces, height, width, cull_backfaces, max_candidates)
+        pix_idx, face_idx = rasterize_visibility(pix, z, faces, height, width, cull_backfaces, max_candidates,
+                                                 compiled)
         bary, depth = barycentrics(pix, z, faces, pix_idx, face_idx, height, width)
     return Fragments(pix_idx, face_idx, bary, depth, screen_verts.shape[0], height, width)
 
@@ -267,10 +369,10 @@ def interpolate(frags: Fragments, attrs: Tensor, faces: Tensor) -> Tensor:
     Returns:
         (N, C) values, differentiable in ``attrs`` and in ``frags.bary``.
     """
-    corner = faces[frags.face_idx]  # (N, 3)
+    corner = faces.index_select(0, frags.face_idx)  # (N, 3)
     if attrs.ndim == 3:
         corner = corner + (frags.batch_idx * attrs.shape[1])[:, None]
         attrs = attrs.reshape(-1, attrs.shape[-1])
-    vals = attrs[corner]  # (N, 3, C)
+    vals = attrs.index_select(0, corner.reshape(-1)).view(*corner.shape, attrs.shape[-1])  # (N, 3, C)
     dtype = torch.promote_types(frags.bary.dtype, vals.dtype)  # float32 UVs with float64 bary stay float64
     return torch.einsum("nk,nkc->nc", frags.bary.to(dtype), vals.to(dtype))
