@@ -97,3 +97,11 @@ def test_relative_paths_are_relative_to_the_yaml_file(tmp_path):
     assert cfg.face_model.model_path == str(tmp_path / "models" / "ict.npz")  # relative to base.yaml
     assert cfg.synth.root == "${TVFACE_DATA}/s"  # variables expand later, at use
     assert load_config(sub / "run.yaml", ["data.root=elsewhere"]).data.root == "elsewhere"  # CLI: cwd
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    # YAML 1.1 (PyYAML) reads `1e-3` as a string; `--set train.lr=1e-3` must still mean 0.001.
+    cfg = load_config("smoke", ["train.lr=1e-3", "loss.mrf=5E-2"])
+    assert cfg.train.lr == 0.001 and cfg.loss.mrf == 0.05
+    with pytest.raises(ConfigError, match="train.lr: expected a number"):
+        load_config("smoke", ["train.lr=fast"])

@@ -5,9 +5,10 @@ right and y to the image bottom, both in [-1, 1] over the full width/height (pix
 x = -1 + (2j + 1) / W, i.e. ``grid_sample(align_corners=False)``), and z smaller = nearer.
 
 The ``torch`` backend is *deferred* (as nvdiffrast): visibility is discrete and computed without
-gradients (a z-buffer; on CPU a small compiled C++ pass, else the PyTorch loop below), then barycentrics of each covered pixel centre are recomputed with autograd
-from the screen vertices of its visible triangle, so gradients reach vertex positions (interior
-pixels; silhouettes move discretely) and anything interpolated with the barycentrics.
+gradients (a z-buffer; on CPU a small compiled C++ pass, else the PyTorch loop below), then
+barycentrics of each covered pixel centre are recomputed with autograd from the screen vertices of
+its visible triangle, so gradients reach vertex positions (interior pixels; silhouettes move
+discretely) and anything interpolated with the barycentrics.
 
 Cost grows with (pixels + total bounding-box area of the triangles), never pixels x triangles:
 each triangle enumerates the pixel centres of its bounding box (prefix sum + ``repeat_interleave``),
