@@ -117,6 +117,18 @@ write_results(result, work / "evaluation.json", work / "evaluation.md")
 display(Markdown(to_markdown(result)))
 
 # %% [markdown]
+# Read the trained row against the mean face, condition by condition. On `cpu-demo` the encoders
+# start from random weights (DECA starts from ImageNet; nothing is downloaded here) and see about
+# 6000 training frames, so expect them near the mean face: the verdict below is computed, not written.
+
+# %%
+cell = {(r["method"], r["condition"]): r["vertex_mm_mean"] for r in result["results"]}
+for cond in dict.fromkeys(r["condition"] for r in result["results"]):
+    m, t = cell.get(("mean face", cond)), cell.get(("trained", cond))
+    if m is not None and t is not None:
+        print(f"{cond:>10}: trained {t:.2f} mm vs mean face {m:.2f} mm ({100 * (t - m) / m:+.0f} %)")
+
+# %% [markdown]
 # ## Reconstructions (the report's Fig. 3)
 # Held-out synthetic frames of several conditions, then real TV frames (the report's sample
 # `tv-sample/id1`, with its 2D-FAN landmarks), which the model never saw: input, detected

@@ -16,8 +16,8 @@ def tiny_synth(tmp_path_factory) -> dict:
     if assets.find("ict_model") is None:
         pytest.skip("ICT model not built (tvface assets build-ict)")
     root = tmp_path_factory.mktemp("synth") / "tiny"
-    cfg = load_config("smoke", {"synth.root": str(root), "synth.n_sequences": 6, "synth.n_frames": 8,
-                                "synth.image_size": 64, "synth.workers": 1, "data.root": str(root),
+    cfg = load_config("smoke", {"synth.root": str(root), "synth.gt_root": f"{root}-gt", "synth.n_sequences": 6,
+                                "synth.n_frames": 8, "synth.image_size": 64, "synth.workers": 1, "data.root": str(root),
                                 "data.image_size": 64})
     generate(cfg, workers=1, progress=False)
     return {"root": Path(root), "gt_root": Path(str(root) + "-gt"), "cfg": cfg}

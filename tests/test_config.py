@@ -105,3 +105,14 @@ def test_exponent_floats_without_a_dot_are_numbers():
     assert cfg.train.lr == 0.001 and cfg.loss.mrf == 0.05
     with pytest.raises(ConfigError, match="train.lr: expected a number"):
         load_config("smoke", ["train.lr=fast"])
+
+
+def test_moving_data_root_moves_the_synthetic_ground_truth(tmp_path):
+    # A profile built on cpu-demo (smoke, tests) must never write into cpu-demo's synthetic set.
+    from tvface.synthetic.writer import dataset_roots
+
+    demo = dataset_roots(load_config("cpu-demo"))
+    smoke = dataset_roots(load_config("smoke"))
+    assert set(demo).isdisjoint(smoke)
+    assert dataset_roots(load_config("smoke", {"data.root": str(tmp_path / "x")})) == (tmp_path / "x",
+                                                                                       tmp_path / "x-gt")

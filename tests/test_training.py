@@ -171,3 +171,29 @@ def test_precision_is_fp32_without_native_bf16(monkeypatch):
     p = resolve_precision("auto", "cpu")
     assert p.dtype == torch.bfloat16 and "AMX" in p.reason
     assert resolve_precision("float32", "cpu").dtype == torch.float32
+
+
+def test_cli_evaluate_reports_every_method_and_refuses_another_config(tiny_synth, tmp_path, capsys):
+    from tvface.cli import main
+
+    sets = ["data.root=" + str(tiny_synth["root"]), "data.image_size=64", "data.n_frames=3", "model.image_size=32",
+            "render.uv_size=32", "train.pretrain_steps=1", "train.image_every=0", "data.val_fraction=0.5"]
+    flags = [a for s in sets for a in ("--set", s)]
+    run = tmp_path / "run"
+    assert main(["train", "--profile", "smoke", "--stage", "pretrain", "--out", str(run), "--quiet", *flags]) == 0
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--profile", "smoke", "--checkpoint", str(run), "--json", str(out), "--fit-iters", "5",
+                 *flags]) == 0
+    result = json.loads(out.read_text())
+    assert result["meta"]["methods"] == ["mean face", "landmark fit", "trained"]
+    n_val = result["meta"]["n_frames"]
+    assert n_val > 0 and n_val % 8 == 0  # whole held-out sequences of 8 frames
+    for r in result["results"]:
+        if r["condition"] == "all":
+            assert r["n_frames"] == n_val and r["vertex_mm_mean"] > 0 and r["ms_per_frame"] > 0
+    assert "| **all** |" in out.with_suffix(".md").read_text()
+    capsys.readouterr()
+    # the same checkpoint with another encoder size: one error naming what differs, exit status 2
+    assert main(["evaluate", "--profile", "smoke", "--checkpoint", str(run), "--fit-iters", "5", *flags,
+                 "--set", "model.image_size=64"]) == 2
+    assert "image_size" in capsys.readouterr().err
