@@ -160,13 +160,16 @@ def test_compiled_zbuffer_equals_pytorch_loop_on_a_head():
 
 
 def test_without_compiler_the_pytorch_loop_runs(monkeypatch):
+    verts, faces = random_soup(20, 3)
+    default = rasterize(verts[None], faces, 24)  # the compiled pass where a compiler exists
     monkeypatch.setenv("TVFACE_NO_COMPILE", "1")
     rast._zbuffer_kernel.cache_clear()
     try:
-        verts, faces = random_soup(20, 3)
         assert rast._zbuffer_kernel() is None
-        frags = rasterize(verts[None], faces, 24)  # the PyTorch loop, same answer as the reference test
-        assert frags.pix_idx.numel() > 0
+        frags = rasterize(verts[None], faces, 24)  # now the PyTorch loop: the same fragments
+        assert frags.pix_idx.numel() > 100
+        torch.testing.assert_close(frags.pix_idx, default.pix_idx, rtol=0, atol=0)
+        torch.testing.assert_close(frags.face_idx, default.face_idx, rtol=0, atol=0)
         with pytest.raises(RuntimeError, match="compiled z-buffer"):
             rasterize(verts[None], faces, 24, compiled=True)
     finally:

@@ -128,12 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tvface.training.cli import add_train_parser
 
     add_train_parser(sub)
-    try:
-        from tvface.evaluation.cli import add_evaluate_parser
-    except ImportError:
-        add_evaluate_parser = None
-    if add_evaluate_parser is not None:
-        add_evaluate_parser(sub)
+    from tvface.evaluation.run import add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return parser
 
 

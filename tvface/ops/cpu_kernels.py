@@ -19,8 +19,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from torch import Tensor
-
 KERNEL_FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17")
 # libgomp by soname: inside this process it resolves to the one PyTorch already loaded, so the kernels
 # share PyTorch's OpenMP threads. Without OpenMP the kernels run on one thread.
@@ -68,7 +66,3 @@ def compile_library(name: str, source: str, extra_flags: tuple[str, ...] = ()) -
         warnings.warn(f"tvface {name}: building the CPU kernels in {cache} failed ({detail}); using the "
                       f"slower pure-PyTorch path. Set TVFACE_NO_COMPILE=1 to silence this.", stacklevel=3)
         return None
-
-
-def ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()

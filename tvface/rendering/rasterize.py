@@ -253,8 +253,17 @@ def rasterize_visibility(pix: Tensor, z: Tensor, faces: Tensor, height: int, wid
                            "(TVFACE_NO_COMPILE unset)")
     if lib is not None:
         zbuf = _zbuffer_compiled(lib, pix, z, faces, height, width, cull_backfaces)
-        pix_idx = torch.nonzero(zbuf != _INT64_MAX).squeeze(1)
-        return pix_idx, (zbuf[pix_idx] & ((1 << _FACE_BITS) - 1)) % n_faces
+    else:
+        zbuf = _zbuffer_torch(pix, z, faces, height, width, cull_backfaces, max_candidates)
+    pix_idx = torch.nonzero(zbuf != _INT64_MAX).squeeze(1)
+    face_idx = (zbuf[pix_idx] & ((1 << _FACE_BITS) - 1)) % n_faces
+    return pix_idx, face_idx
+
+
+def _zbuffer_torch(pix: Tensor, z: Tensor, faces: Tensor, height: int, width: int, cull_backfaces: bool,
+                   max_candidates: int) -> Tensor:
+    """The z-buffer pass in PyTorch: (B*H*W,) int64 packed keys, ``_INT64_MAX`` where nothing is seen."""
+    batch, n_faces, device, dtype = pix.shape[0], faces.shape[0], pix.device, pix.dtype
     coefs, valid = _face_planes(pix, z, faces, cull_backfaces)
 
     v = pix[:, faces]  # (B, F, 3, 2)
@@ -299,9 +308,7 @@ def rasterize_visibility(pix: Tensor, z: Tensor, faces: Tensor, height: int, wid
         key = (_float_to_ordered_int(depth).long() << _FACE_BITS) | global_face
         zbuf.scatter_reduce_(0, target, key, reduce="amin", include_self=True)
 
-    pix_idx = torch.nonzero(zbuf != _INT64_MAX).squeeze(1)
-    face_idx = (zbuf[pix_idx] & ((1 << _FACE_BITS) - 1)) % n_faces
-    return pix_idx, face_idx
+    return zbuf
 
 
 def barycentrics(pix: Tensor, z: Tensor, faces: Tensor, pix_idx: Tensor, face_idx: Tensor,
