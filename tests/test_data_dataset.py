@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests._data_fixtures import astronaut, shared_media
+from tests._data_fixtures import astronaut, data_cfg, shared_media
 from tvface.data.collect.export import write_sequence
 from tvface.data.dataset import FrameDataset, SequenceDataset, normalize_landmarks, split_identities
 from tvface.data.flow import write_sequence_flows
@@ -28,7 +28,7 @@ def dataset_root(tmp_path_factory):
                                  BOX["box"][3] + k])
             frames.append({"index": k, "det": box, "file": None})
         write_sequence(root / ident / f"{ident}_000000", frames, images, {"path": "synthetic"}, ident, 224, 1.4,
-                       BACKENDS)
+                       BACKENDS, data_cfg())
     return root
 
 

@@ -19,7 +19,7 @@ def test_dlib_landmarks_in_mtcnn_box_land_on_the_face():
 
 def test_landmark_backend_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("TVFACE_ASSETS", str(tmp_path))
-    assert lm.landmark_backend(data_cfg(landmarks="auto")) == "dlib"
+    assert lm.landmark_backend(data_cfg(landmarks="auto")) == "dlib+mediapipe"
     with pytest.raises(FileNotFoundError, match="2D-FAN"):
         lm.landmark_backend(data_cfg(landmarks="fan"))
 
@@ -34,7 +34,7 @@ def test_fan_backend_uses_the_assets_file_and_given_boxes(tmp_path, monkeypatch)
     torch.save(FAN(4).state_dict(), tmp_path / "2DFAN4-11f355bf06.pth.tar")
     lm._fan.cache_clear()
     try:
-        assert lm.landmark_backend(data_cfg()) == "fan"
+        assert lm.landmark_backend(data_cfg()) == "fan+mediapipe"
         pts = lm.detect_landmarks(astronaut(), [(181.05, 62.16, 267.75, 172.05)], "fan")
         assert pts.shape == (1, 68, 2) and np.isfinite(pts).all()
     finally:

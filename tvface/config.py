@@ -58,7 +58,17 @@ class DataConfig:
     image_size: int = 224
     min_sequence_length: int = 10  # the paper's rule: >= 10 frames of one character
     detector: str = "mtcnn"  # "mtcnn" | "dlib"
-    landmarks: str = "auto"  # "auto" (FAN when its weights are present, else dlib) | "fan" | "dlib"
+    # "auto": per face, 2D-FAN when its weights are present, else dlib on near-frontal faces where it agrees
+    # with MediaPipe's face mesh, the mesh elsewhere (tvface.data.collect.landmarks) | "fan" | "dlib" | "mediapipe"
+    landmarks: str = "auto"
+    # A face is flagged (kept, its landmark terms weighted 0 in training) when its confidence = detector
+    # score x backend face score x 0.5 ** ((e / landmark_max_error) ** 2) is below landmark_min_confidence;
+    # e is the estimated landmark error (mirror test, or dlib's disagreement with the mesh) in % of the
+    # frontal eye distance. 12 % is the NME a landmark set must stay within to be useful (issue 17's
+    # pass mark); 0.5 flags a face whose estimated error reaches it.
+    landmark_max_error: float = 12.0
+    landmark_min_confidence: float = 0.5
+    landmark_frontal_yaw: float = 30.0  # degrees: dlib is used only within this yaw (the 0-30 bin)
     masks: str = "auto"  # "auto" (BiSeNet when present, else landmark hull) | "bisenet" | "landmarks"
     flow: str = "none"  # "none" | "dis": precomputed optical flow stored beside the frames
     use_shared_media: bool = True  # also run on $TVFACE_SHARED/media when it is set

@@ -6,7 +6,7 @@
     tvface collect report INPUT...                         rebuild manifest + QC report
     tvface collect flow [--root R]                         DIS flow beside every sequence
     tvface collect demo [--out D]                          the embedded synthetic episode, collected
-    tvface collect evaluate MEDIA                          landmark NME on stills/image_0010, tv-sample/id1
+    tvface collect evaluate MEDIA [--json F]              landmark NME per still/backend, flagged apart
 """
 from __future__ import annotations
 
@@ -88,9 +88,15 @@ def _demo(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from tvface.data.evaluate import evaluate_landmarks
+    from tvface.data.evaluate import evaluate_landmarks, markdown_report
+    from tvface.io.atomic import atomic_write_text
 
-    print(json.dumps(evaluate_landmarks(Path(args.media), _cfg(args)), indent=1))
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    res = evaluate_landmarks(Path(args.media), _cfg(args), backends)
+    print(markdown_report(res))
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(res, indent=1))
+        print(f"JSON: {args.json}")
     return 0
 
 
@@ -125,6 +131,9 @@ def add_collect_parser(subparsers) -> argparse.ArgumentParser:
     sp.set_defaults(func=_demo)
     sp = sub.add_parser("evaluate", help="landmark NME on shared stills and the report's sample")
     sp.add_argument("media", help="the shared media folder (holding stills/ and tv-sample/)")
+    sp.add_argument("--backends", default="dlib,mediapipe,auto",
+                    help="comma-separated: dlib, mediapipe, fan, auto (the configured data.landmarks rule)")
+    sp.add_argument("--json", default="", help="also write every number here")
     common(sp)
     sp.set_defaults(func=_evaluate)
     return p

@@ -6,7 +6,8 @@ Landmarks come out as DECA's datasets give them (decalib/datasets, and the repor
 ``(lmk + 0.5) / image_size * 2 - 1`` for pixel centres at integers (the one pixel convention,
 :func:`tvface.rendering.camera.pixels_to_screen`: a landmark lands where the renderer draws its
 vertex); the third column is the visibility/confidence DECA's landmark loss
-weights by (1: every stored landmark is used).
+weights by: 1 for every stored landmark, 0 for every point of a frame the collection **flagged**
+(``landmarks.flagged`` in its manifest entry: the landmark, eye- and lip-closure terms skip it).
 """
 from __future__ import annotations
 
@@ -36,6 +37,15 @@ def denormalize_landmarks(lmks: np.ndarray, image_size: int) -> np.ndarray:
     from tvface.rendering.camera import screen_to_pixels
 
     return screen_to_pixels(np.asarray(lmks, np.float64)[..., :2], image_size)
+
+
+def flagged_frames(seq_dir: Path) -> set[str]:
+    """Frame stems of a sequence whose landmarks the collection flagged (its manifest's ``landmarks``
+    records; sequences written before flags existed have none)."""
+    if not (Path(seq_dir) / layout.SEQUENCE_MANIFEST).is_file():
+        return set()
+    m = layout.read_manifest(seq_dir)
+    return {f["name"] for f in m.get("frames", []) if (f.get("landmarks") or {}).get("flagged")}
 
 
 def split_identities(identities: list[str], val_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -78,10 +88,12 @@ class SequenceDataset(Dataset):
         self.random_start = random_start
         self.flow = flow
         self.sequences = []
+        self.flagged: dict[Path, set[str]] = {}  # per sequence, the frame stems whose landmarks were flagged
         for s in seqs:
             stems = layout.frame_stems(s)
             if s.parent.name in keep[split] and len(stems) >= n_frames:
                 self.sequences.append((s, stems))
+                self.flagged[s] = flagged_frames(s)
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -101,8 +113,10 @@ class SequenceDataset(Dataset):
             lmks.append(np.load(layout.kpt_path(seq_dir, stem)))
             masks.append((np.load(layout.mask_path(seq_dir, stem)) > 0.5).astype(np.float32))
         size = images[0].shape[-1]
+        landmark = normalize_landmarks(np.stack(lmks), size)
+        landmark[[k for k, stem in enumerate(stems) if stem in self.flagged[seq_dir]], :, 2] = 0.0
         item = {"image": torch.from_numpy(np.stack(images)),  # (T, 3, S, S)
-                "landmark": torch.from_numpy(normalize_landmarks(np.stack(lmks), size)),  # (T, 68, 3)
+                "landmark": torch.from_numpy(landmark),  # (T, 68, 3); weight 0 on flagged frames
                 "mask": torch.from_numpy(np.stack(masks)),  # (T, S, S)
                 "identity": self.identities.index(seq_dir.parent.name), "sequence": seq_dir.name,
                 "start": start}

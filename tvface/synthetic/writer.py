@@ -87,13 +87,14 @@ def _offline_inputs(frames: np.ndarray, cfg: ProfileConfig) -> tuple[np.ndarray,
     A frame where the detector finds nothing keeps the neighbouring frame's box (a tracker's
     behaviour), or, with none at all, the crop's own box (side = image / crop_scale, centred).
     """
-    from tvface.data.collect.detect import detect_faces
-    from tvface.data.collect.landmarks import detect_landmarks, landmark_backend
+    from tvface.data.collect.detect import Detection, detect_faces
+    from tvface.data.collect.landmarks import landmark_backend, landmark_thresholds, locate_landmarks
     from tvface.data.collect.masks import compute_masks, mask_backend
 
     size = frames.shape[1]
     backends = {"detector": cfg.data.detector, "landmarks": landmark_backend(cfg.data), "masks": mask_backend(cfg.data),
-                "descriptor": "none"}  # identities are known: no descriptors, as the manifest records
+                "descriptor": "none",  # identities are known: no descriptors, as the manifest records
+                "landmark_thresholds": landmark_thresholds(cfg.data)}
     dets = detect_faces(list(frames), cfg.data)
     c = (size - 1) / 2
     boxes: list = [None] * len(frames)
@@ -101,21 +102,25 @@ def _offline_inputs(frames: np.ndarray, cfg: ProfileConfig) -> tuple[np.ndarray,
     for k, ds in enumerate(dets):
         if ds:  # the face nearest the crop centre, as the tracker would follow it
             best = min(ds, key=lambda d: float(np.hypot(*(d.center - c))))
-            boxes[k] = (tuple(float(v) for v in best.box), float(best.score), "detector")
+            boxes[k] = (tuple(float(v) for v in best.box), float(best.score), "detector", best.points)
     for k in range(len(frames)):
         if boxes[k] is None:
             near = [j for j in range(len(frames)) if boxes[j] is not None and boxes[j][2] == "detector"]
             if near:
                 j = min(near, key=lambda j: abs(j - k))
-                boxes[k] = (boxes[j][0], 0.0, "neighbour")
+                boxes[k] = (boxes[j][0], 0.0, "neighbour", None)
             else:
                 half = size / cfg.data.crop_scale / 2
-                boxes[k] = ((c - half, c - half, c + half, c + half), 0.0, "crop")
-    kpts = np.stack([detect_landmarks(frames[k], [boxes[k][0]], backends["landmarks"])[0]
-                     for k in range(len(frames))]).astype(np.float32)
+                boxes[k] = ((c - half, c - half, c + half, c + half), 0.0, "crop", None)
+    # A borrowed box has no detector score of its own: its landmarks are judged on their own (score 1
+    # in the confidence); the manifest keeps score 0 and where the box came from.
+    found = [locate_landmarks(frames[k], Detection(b[0], b[1] if b[2] == "detector" else 1.0, b[3]), cfg.data,
+                              backends["landmarks"]) for k, b in enumerate(boxes)]
+    kpts = np.stack([f.points for f in found]).astype(np.float32)
     masks = compute_masks(frames, kpts, backends["masks"])
-    for b in boxes:
-        info.append({"box": [round(v, 2) for v in b[0]], "score": round(b[1], 4), "box_source": b[2]})
+    for b, f in zip(boxes, found):
+        info.append({"box": [round(v, 2) for v in b[0]], "score": round(b[1], 4), "box_source": b[2],
+                     "landmarks": f.to_dict()})
     return kpts, masks, info, backends
 
 
@@ -159,7 +164,8 @@ def write_sequence(index: int, cfg: ProfileConfig, ctx: Context, root: Path, gt_
         atomic_save_npy(layout.mask_path(partial, stem), masks[k].astype(np.float64))
         entries.append({"name": stem, "source_frame": k, "source_file": None, **info[k],
                         "crop_transform": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], "detector": backends["detector"],
-                        "landmarks_backend": backends["landmarks"], "mask_backend": backends["masks"]})
+                        "landmarks_backend": info[k].get("landmarks", {}).get("backend", backends["landmarks"]),
+                        "mask_backend": backends["masks"]})
     atomic_save_npy(partial / "serial.npy", np.array([f"{e['name']}.jpg" for e in entries], dtype="<U9"))
     # Nothing about the ground truth (condition, parameters, where it lives) in the training inputs;
     # it sits in <gt_root>/<identity>/<sequence>/ (dataset_roots), the condition in gt.json.
@@ -195,15 +201,21 @@ def write_sequence(index: int, cfg: ProfileConfig, ctx: Context, root: Path, gt_
 
 
 def is_done(index: int, cfg: ProfileConfig, root: Path, gt_root: Path) -> bool:
-    """A finished sequence written with the same seed, oracle switch, size and length (else redo it)."""
+    """A finished sequence written with the same seed, oracle switch, size, length and landmark rule
+    (else redo it)."""
     ident_name, seq_name, _ = sequence_names(index, cfg.synth.sequences_per_identity)
     seq_dir = root / ident_name / seq_name
     if not (layout.is_sequence_dir(seq_dir) and (gt_root / ident_name / seq_name / GT_META).is_file()):
         return False
+    from tvface.data.collect.landmarks import landmark_backend, landmark_thresholds
+
     m = layout.read_manifest(seq_dir)
     sc = cfg.synth
+    b = m.get("backends", {})
+    same_landmarks = sc.oracle or (b.get("landmarks") == landmark_backend(cfg.data)
+                                   and b.get("landmark_thresholds") == landmark_thresholds(cfg.data))
     return (m.get("source", {}).get("seed") == sc.seed and m.get("source", {}).get("oracle") == sc.oracle
-            and m.get("image_size") == sc.image_size and m.get("n_frames") == sc.n_frames)
+            and m.get("image_size") == sc.image_size and m.get("n_frames") == sc.n_frames and same_landmarks)
 
 
 _WORKER: dict = {}

@@ -33,7 +33,7 @@ from tvface.data.collect.identity import (
     threshold_setting,
     threshold_value,
 )
-from tvface.data.collect.landmarks import landmark_backend
+from tvface.data.collect.landmarks import landmark_backend, landmark_thresholds
 from tvface.data.collect.masks import mask_backend
 from tvface.data.collect.sequences import FrameStatus, classify_frame, select_sequences
 from tvface.data.collect.sources import Source, SourceError, discover, is_blank, iter_frames, video_info
@@ -139,7 +139,8 @@ def detect_source(source: Source, cfg: DataConfig, work: Path, hook: Hook | None
         def flush() -> None:
             dets = detect_faces([f.image for f in pending], cfg, patch=source.kind == "patches")
             for f, d in zip(pending, dets):
-                frames[str(f.index)] = {"dets": [x.to_dict() for x in d], "blank": is_blank(f.image)}
+                frames[str(f.index)] = {"dets": [x.to_dict() for x in d], "blank": is_blank(f.image),
+                                        "shape": list(f.image.shape[:2])}
                 if hook is not None:
                     hook("detect", source.name, f.index)
             pending.clear()
@@ -165,12 +166,20 @@ def detect_source(source: Source, cfg: DataConfig, work: Path, hook: Hook | None
 
 def frame_statuses(source: Source, cfg: DataConfig, shots: dict, dets: dict) -> list[FrameStatus]:
     statuses = [FrameStatus(int(i), False, "unreadable_frame", e) for i, e in shots["errors"].items()]
-    for i in shots["indices"]:
+    patches = source.kind == "patches"
+    previous: FrameStatus | None = None  # the track's last kept face (patches: the face a run follows)
+    for i in sorted(shots["indices"]):
         rec = dets["frames"].get(str(i))
         if rec is None:
             continue
-        statuses.append(classify_frame(i, [Detection.from_dict(d) for d in rec["dets"]], cfg,
-                                       blank=rec["blank"], one_person=source.kind == "patches"))
+        if previous is not None and i - previous.index - 1 > cfg.max_gap:
+            previous = None  # the track ended
+        st = classify_frame(i, [Detection.from_dict(d) for d in rec["dets"]], cfg, blank=rec["blank"],
+                            one_person=patches, previous=previous.det if previous else None,
+                            frame_shape=tuple(rec["shape"]) if rec.get("shape") else None)
+        statuses.append(st)
+        if st.ok:
+            previous = st
     return statuses
 
 
@@ -264,7 +273,7 @@ def export_source(source: Source, cfg: DataConfig, work: Path, root: Path, hook:
     """Crop, landmarks, masks and the sequence folders of one source (finished folders are kept)."""
     sel = select_source(source, cfg, work, hook)
     backends = {"detector": cfg.detector, "landmarks": landmark_backend(cfg), "masks": mask_backend(cfg),
-                "descriptor": descriptor_backend(cfg)}
+                "descriptor": descriptor_backend(cfg), "landmark_thresholds": landmark_thresholds(cfg)}
     written = []
     for seq in sel["sequences"]:
         seq_dir = Path(root) / seq["identity"] / seq["name"]
@@ -278,7 +287,7 @@ def export_source(source: Source, cfg: DataConfig, work: Path, root: Path, hook:
         images = {fr.index: fr.image for fr in iter_frames(source, cfg.max_frames_per_source, wanted=wanted)
                   if fr.image is not None}
         write_sequence(seq_dir, seq["frames"], images, source.to_dict(), seq["identity"], cfg.image_size,
-                       cfg.crop_scale, backends, hook)
+                       cfg.crop_scale, backends, cfg, hook)
     return written
 
 

@@ -28,10 +28,14 @@ def build_manifest(root: Path) -> dict:
     seqs = []
     for seq_dir in layout.list_sequences(root):
         m = layout.read_manifest(seq_dir)
+        recs = [f.get("landmarks") or {} for f in m["frames"]]
         seqs.append({"identity": m["identity"], "sequence": m["sequence"], "path": str(seq_dir.relative_to(root)),
                      "n_frames": m["n_frames"], "source": m["source"]["path"], "backends": m["backends"],
-                     "source_frames": [m["frames"][0]["source_frame"], m["frames"][-1]["source_frame"]]})
+                     "source_frames": [m["frames"][0]["source_frame"], m["frames"][-1]["source_frame"]],
+                     "landmarks_flagged": sum(bool(r.get("flagged")) for r in recs),
+                     "landmarks_by_backend": dict(Counter(f.get("landmarks_backend", "?") for f in m["frames"]))})
     return {"n_sequences": len(seqs), "n_frames": sum(s["n_frames"] for s in seqs),
+            "landmarks_flagged": sum(s["landmarks_flagged"] for s in seqs),
             "identities": sorted({s["identity"] for s in seqs}), "sequences": seqs}
 
 
@@ -84,8 +88,11 @@ def write_report(root: Path, work: Path, sources: list[Source], cfg: DataConfig,
         by_reason = Counter()
         for r in sel["rejections"]:
             by_reason[r["reason"]] += max(r["n"], 1) if r["frames"] is not None else 1
+        flagged = sum(q["landmarks_flagged"] for q in manifest["sequences"]
+                      if q["sequence"] in {x["name"] for x in sel["sequences"]})
         per_source.append({
-            "source": str(s.path), "name": s.name, "kind": s.kind, "n_frames": sel.get("n_frames", 0),
+            "source": str(s.path), "name": s.name, "landmarks_flagged": flagged, "kind": s.kind,
+            "n_frames": sel.get("n_frames", 0),
             "n_shots": sel.get("n_shots", 0), "frames_kept": kept, "n_sequences": len(sel["sequences"]),
             "sequences": [{"name": q["name"], "identity": q["identity"], "n_frames": len(q["frames"]),
                            "source_frames": [q["frames"][0]["index"], q["frames"][-1]["index"]]}
@@ -94,7 +101,8 @@ def write_report(root: Path, work: Path, sources: list[Source], cfg: DataConfig,
             "rejections": sel["rejections"], "warnings": sel.get("warnings", [])})
     report = {"root": str(root), "config": asdict(cfg), "reasons": REASONS, "sources": per_source,
               "totals": {"sources": len(per_source), "sequences": manifest["n_sequences"],
-                         "frames": manifest["n_frames"], "identities": len(manifest["identities"])}}
+                         "frames": manifest["n_frames"], "identities": len(manifest["identities"]),
+                         "landmarks_flagged": manifest["landmarks_flagged"]}}
     qc = root / "qc"
     sheet = contact_sheet(root, qc / "contact_sheet.jpg")
     report["contact_sheet"] = str(sheet) if sheet else None
@@ -109,13 +117,15 @@ def format_report(report: dict) -> str:
     """Markdown summary: one table row per source, then every rejection with its reason."""
     lines = ["# Collection QC report", "",
              (f"{report['totals']['sequences']} sequences, {report['totals']['frames']} frames, "
-              f"{report['totals']['identities']} identities."), "",
-             "| source | kind | frames | shots | kept | sequences | rejected frames by reason |",
-             "|---|---|---|---|---|---|---|"]
+              f"{report['totals']['identities']} identities; "
+              f"{report['totals'].get('landmarks_flagged', 0)} kept frames with flagged landmarks "
+              "(kept, landmark terms off in training)."), "",
+             "| source | kind | frames | shots | kept | flagged landmarks | sequences | rejected frames by reason |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in report["sources"]:
         reasons = ", ".join(f"{k}: {v}" for k, v in s["rejected_frames_by_reason"].items()) or "-"
         lines.append(f"| {s['name']} | {s['kind']} | {s['n_frames']} | {s['n_shots']} | {s['frames_kept']} | "
-                     f"{s['n_sequences']} | {reasons} |")
+                     f"{s.get('landmarks_flagged', 0)} | {s['n_sequences']} | {reasons} |")
     lines += ["", "## Rejections", ""]
     for s in report["sources"]:
         for w in s["warnings"]:

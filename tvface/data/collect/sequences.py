@@ -41,10 +41,30 @@ class Selection:
     rejections: list[dict] = field(default_factory=list)  # {"frames": [a, b], "n", "reason", "detail"}
 
 
+def track_face(faces: list[Detection], previous: Detection | None, frame_shape: tuple[float, float] | None,
+               max_motion: float) -> Detection:
+    """The face a track follows among several: the one nearest the track's face in the previous frame
+    (centre distance / its size, within ``max_motion``); at the start of a track, or when the track was
+    lost, the one nearest the picture's centre (``frame_shape`` (H, W): a face patch is cut around its
+    character), else the largest. Never simply the biggest box: a passer-by in front does not take the
+    track over."""
+    if previous is not None:
+        dist = [float(np.linalg.norm(f.center - previous.center)) / max(previous.size, 1.0) for f in faces]
+        k = int(np.argmin(dist))
+        if dist[k] <= max_motion:
+            return faces[k]
+    if frame_shape is not None:
+        c = np.array([(frame_shape[1] - 1) / 2, (frame_shape[0] - 1) / 2])
+        return min(faces, key=lambda f: (float(np.linalg.norm(f.center - c)) / max(f.size, 1.0), -f.size))
+    return max(faces, key=lambda d: d.size)
+
+
 def classify_frame(index: int, dets: list[Detection], cfg: DataConfig, error: str | None = None,
-                   blank: bool = False, one_person: bool = False) -> FrameStatus:
+                   blank: bool = False, one_person: bool = False, previous: Detection | None = None,
+                   frame_shape: tuple[float, float] | None = None) -> FrameStatus:
     """Whether a frame can be in a sequence. ``one_person``: the source shows one person by
-    construction (face patches); the largest face is taken and others ignored."""
+    construction (face patches); other faces are ignored and the track's face is kept
+    (:func:`track_face` with the track's ``previous`` face and the patch's ``frame_shape``)."""
     if error:
         return FrameStatus(index, False, "unreadable_frame", error)
     if blank:
@@ -54,7 +74,7 @@ def classify_frame(index: int, dets: list[Detection], cfg: DataConfig, error: st
         best = max((d.score for d in dets), default=None)
         detail = "no detection" if best is None else f"best score {best:.2f} < data.det_score {cfg.det_score}"
         return FrameStatus(index, False, "no_face", detail)
-    face = max(faces, key=lambda d: d.size)
+    face = track_face(faces, previous, frame_shape, cfg.max_motion) if one_person else max(faces, key=lambda d: d.size)
     # Faces too small to be kept themselves are background, not a second character.
     others = [d for d in faces if d is not face and d.size >= cfg.min_face_size]
     if others and not one_person:
