@@ -17,9 +17,10 @@
 # exactly one character is visible and moves continuously within one shot, cropped to 224×224, with
 # 68 landmarks (2D-FAN) and face masks (BiSeNet: skin, brows, eyes, nose, mouth, lips).
 # `tvface.data.collect` builds them from video files, frame folders or face-patch folders. Without
-# the FAN and BiSeNet weights (see `tvface assets`), landmarks come from dlib's 68-point predictor
-# inside MTCNN's boxes and masks from the landmarks refined by skin colour; every file records its
-# backend.
+# the FAN and BiSeNet weights (see `tvface assets`), landmarks come per face from dlib's 68-point
+# predictor or MediaPipe's face mesh inside MTCNN's boxes (see "Landmarks that hold on TV poses"
+# below) and masks from the landmarks refined by skin colour; every file records its backend, and
+# every frame its head pose, landmark confidence and whether it was flagged.
 
 # %% tags=["parameters"]
 profile = "cpu-demo"
@@ -78,7 +79,8 @@ plt.show()
 # ## What training reads
 #
 # `SequenceDataset` yields T = 5 consecutive frames from a random start inside a sequence, with
-# landmarks normalised as DECA expects ((x, y) in [-1, 1], visibility 1) and masks.
+# landmarks normalised as DECA expects ((x, y) in [-1, 1], weight 1; 0 on frames whose landmarks were
+# flagged) and masks.
 
 # %%
 ds = SequenceDataset(work / "dataset", n_frames=cfg.n_frames)
@@ -115,3 +117,95 @@ if cfg.use_shared_media and (media / "tv-patches").is_dir():
     plt.show()
 else:
     print("no shared media: set shared_dir or $TVFACE_SHARED to run on the TV patches and clips")
+
+# %% [markdown]
+# ## Landmarks that hold on TV poses
+#
+# Landmarks are the main training signal, and TV is full of frames where a frontal-face landmark
+# model returns confident garbage (profiles, pitch, a second face). Every face therefore gets a head
+# pose (yaw, pitch, roll fitted to its 68 points with the face model's mean shape), a **confidence**
+# and, below `data.landmark_min_confidence`, a **flag**: the frame is kept, the reason recorded, and
+# training gives its landmark terms weight 0. With `data.landmarks: auto` and no 2D-FAN weights the
+# backend is chosen per face: dlib where it is in its element (a near-frontal face, by the mesh's
+# pose, on which it agrees with the mesh), MediaPipe's face mesh (mapped to the 68 iBUG points) everywhere
+# else. The confidence rests on second opinions, not on how face-like the points are (a shape prior makes
+# them face-like anywhere): the mesh's **mirror test** (the same network on the mirrored face; its
+# disagreement, scaled to the true error on the synthetic benchmark, estimates the error) and dlib's
+# agreement with the mesh. NME below is `tvface collect evaluate`'s: point error over the outer-eye-corner
+# distance, per still and backend; flagged faces are counted apart, and a still whose annotated face the
+# detector missed gets no NME at all (its points would belong to another face).
+
+# %%
+from tvface.data.evaluate import evaluate_landmarks, markdown_report, read_ground_truth  # noqa: E402
+
+if (media / "stills").is_dir():
+    lm_res = evaluate_landmarks(media, cfg)
+    print(markdown_report(lm_res))
+else:
+    lm_res = None
+    print("no shared media: set shared_dir or $TVFACE_SHARED to measure the landmark backends on the stills")
+
+# %% [markdown]
+# The stills with their chosen landmarks (green: dlib, orange: face mesh; red: flagged) beside the
+# ground truth (white), hardest poses last.
+
+# %%
+if lm_res is not None:
+    from tvface.data.collect.landmarks import locate_landmarks
+    from tvface.data.collect.sources import read_image
+    from tvface.data.evaluate import annotated_face
+
+    names = sorted(lm_res["stills"], key=lambda n: abs(lm_res["stills"][n]["yaw"]))
+    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(2.1 * ((len(names) + 1) // 2), 5))
+    for ax, name in zip(axes.ravel(), names):
+        image_path, gt, _ = read_ground_truth(media / "stills" / name)
+        image, _ = read_image(image_path)
+        det = annotated_face(image, gt, cfg)
+        lo, hi = gt.min(0), gt.max(0)
+        pad = 0.35 * (hi - lo).max()
+        ax.imshow(image, cmap="gray")
+        ax.scatter(gt[:, 0], gt[:, 1], s=2, c="white")
+        title = f"{name}\nmissed by the detector"
+        if det is not None:
+            found = locate_landmarks(image, det, cfg)
+            colour = "red" if found.flagged else ("lime" if found.backend == "dlib" else "orange")
+            ax.scatter(found.points[:, 0], found.points[:, 1], s=2, c=colour)
+            r = lm_res["stills"][name]["backends"]["auto"]
+            title = f"{name}\n{r['nme']:.1f}% {found.backend}{' flagged' if found.flagged else ''}"
+        ax.set_xlim(lo[0] - pad, hi[0] + pad)
+        ax.set_ylim(hi[1] + pad, lo[1] - pad)
+        ax.set_title(title, fontsize=7)
+        ax.axis("off")
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    plt.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# On the collected TV patches the same rule runs inside the pipeline: the QC report above counts the
+# kept frames whose landmarks were flagged, and each frame's manifest entry says which backend produced
+# its points, its pose and why it was flagged. `python benchmarks/bench_collect.py --media <shared>/media`
+# times the collection per backend in one run; `python benchmarks/calibrate_landmarks.py` re-measures the
+# mirror test's calibration and the flag's separation on the synthetic benchmark (ground truth known).
+
+# %%
+if cfg.use_shared_media and (media / "tv-patches").is_dir():
+    from collections import Counter
+
+    from tvface.data import layout
+
+    recs = [f.get("landmarks") or {} for q in layout.list_sequences(work / "shared-dataset")
+            for f in layout.read_manifest(q)["frames"]]
+    print(f"{len(recs)} kept frames: backends {dict(Counter(r.get('backend') for r in recs))}, "
+          f"{sum(bool(r.get('flagged')) for r in recs)} flagged")
+    kept_yaw = [abs(r["yaw"]) for r in recs if "yaw" in r and not r.get("flagged")]
+    flagged_yaw = [abs(r["yaw"]) for r in recs if "yaw" in r and r.get("flagged")]
+    if kept_yaw or flagged_yaw:
+        plt.figure(figsize=(5, 2.2))
+        plt.hist([kept_yaw, flagged_yaw], bins=range(0, 91, 5), stacked=True, label=["kept", "flagged"],
+                 color=["tab:green", "tab:red"])
+        plt.xlabel("|yaw| (degrees, fitted to the landmarks)")
+        plt.ylabel("frames")
+        plt.legend()
+        plt.show()
+
