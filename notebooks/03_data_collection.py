@@ -151,27 +151,26 @@ else:
 
 # %%
 if lm_res is not None:
-    from tvface.data.collect.landmarks import locate_landmarks
+    import numpy as np
+
     from tvface.data.collect.sources import read_image
-    from tvface.data.evaluate import annotated_face
 
     names = sorted(lm_res["stills"], key=lambda n: abs(lm_res["stills"][n]["yaw"]))
     fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(2.1 * ((len(names) + 1) // 2), 5))
     for ax, name in zip(axes.ravel(), names):
         image_path, gt, _ = read_ground_truth(media / "stills" / name)
         image, _ = read_image(image_path)
-        det = annotated_face(image, gt, cfg)
         lo, hi = gt.min(0), gt.max(0)
         pad = 0.35 * (hi - lo).max()
         ax.imshow(image, cmap="gray")
         ax.scatter(gt[:, 0], gt[:, 1], s=2, c="white")
         title = f"{name}\nmissed by the detector"
-        if det is not None:
-            found = locate_landmarks(image, det, cfg)
-            colour = "red" if found.flagged else ("lime" if found.backend == "dlib" else "orange")
-            ax.scatter(found.points[:, 0], found.points[:, 1], s=2, c=colour)
+        if not lm_res["stills"][name]["missed"]:
             r = lm_res["stills"][name]["backends"]["auto"]
-            title = f"{name}\n{r['nme']:.1f}% {found.backend}{' flagged' if found.flagged else ''}"
+            colour = "red" if r["flagged"] else ("lime" if r["used"] == "dlib" else "orange")
+            pts = np.asarray(r["points"])
+            ax.scatter(pts[:, 0], pts[:, 1], s=2, c=colour)
+            title = f"{name}\n{r['nme']:.1f}% {r['used']}{' flagged' if r['flagged'] else ''}"
         ax.set_xlim(lo[0] - pad, hi[0] + pad)
         ax.set_ylim(hi[1] + pad, lo[1] - pad)
         ax.set_title(title, fontsize=7)

@@ -106,7 +106,8 @@ def _measure(image: np.ndarray, det, gt: np.ndarray, cfg: DataConfig, backends: 
     for name in backends:
         r = locate_landmarks(image, det, cfg, _backend_name(name, cfg))
         out[name] = {"nme": nme(r.points, gt), "flagged": r.flagged, "reason": r.reason, "used": r.backend,
-                     "confidence": round(r.confidence, 4), "yaw_estimate": round(r.pose.yaw, 1)}
+                     "confidence": round(r.confidence, 4), "yaw_estimate": round(r.pose.yaw, 1),
+                     "points": np.round(r.points, 2).tolist()}
     return out
 
 

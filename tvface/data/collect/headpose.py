@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 # ICT-FaceKit's neutral face (MIT licence), its 68 fixed-vertex landmarks in millimetres, in the face
 # model's frame. Made by ``tvface.face_models`` (ICT neutral, zero codes, ``lmks_3d``); the test
@@ -95,6 +96,10 @@ MEAN_FACE_68 = np.array([
     (-10.69, -28.32, 92.21),
 ])
 INNER = np.arange(17, 68)  # brows, nose, eyes, mouth: points fixed on the head
+# iBUG 68 left-right mirror permutation: point k of a mirrored face is point MIRROR_68[k] of the face.
+MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30, 35, 34, 33, 32, 31]
+                     + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+                     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
 
 
 @dataclass(frozen=True)
@@ -111,15 +116,6 @@ class HeadPose:
     def to_dict(self) -> dict:
         return {"yaw": round(self.yaw, 2), "pitch": round(self.pitch, 2), "roll": round(self.roll, 2),
                 "scale": round(self.scale, 5), "residual_px": round(self.residual, 3)}
-
-
-def _rodrigues(w: np.ndarray) -> np.ndarray:
-    th = float(np.linalg.norm(w))
-    k = np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]])
-    if th < 1e-12:
-        return np.eye(3) + k
-    k = k / th
-    return np.eye(3) + np.sin(th) * k + (1 - np.cos(th)) * k @ k
 
 
 def euler_yxz(R: np.ndarray) -> tuple[float, float, float]:
@@ -166,7 +162,7 @@ def fit_head_pose(points: np.ndarray, iterations: int = 10) -> HeadPose:
     # Gauss-Newton on R <- exp([w]) R, s <- s e^a, t <- t + dt. Residual r = project - x, (2N,).
     for _ in range(iterations):
         Y = X @ R.T  # (N, 3) rotated model points
-        r = (np.stack([s * Y[:, 0], -s * Y[:, 1]], 1) + t - x).ravel()
+        r = (project(X, R, s, t) - x).ravel()
         # d(R Y)/dw = -[Y]x : d Y_x / dw = (0, Y_z, -Y_y), d Y_y / dw = (-Y_z, 0, Y_x)
         J = np.zeros((len(x), 2, 6))
         J[:, 0, 0:3] = s * np.stack([np.zeros(len(x)), Y[:, 2], -Y[:, 1]], 1)
@@ -175,7 +171,7 @@ def fit_head_pose(points: np.ndarray, iterations: int = 10) -> HeadPose:
         J[:, 0, 4], J[:, 1, 5] = 1.0, 1.0
         J = J.reshape(-1, 6)
         step = np.linalg.lstsq(J, -r, rcond=None)[0]
-        R, s, t = _rodrigues(step[:3]) @ R, s * float(np.exp(step[3])), t + step[4:]
+        R, s, t = Rotation.from_rotvec(step[:3]).as_matrix() @ R, s * float(np.exp(step[3])), t + step[4:]
         if np.abs(step).max() < 1e-9:
             break
     res = project(X, R, s, t) - x

@@ -33,12 +33,8 @@ import numpy as np
 
 from tvface import assets
 from tvface.config import DataConfig
-from tvface.data.collect.headpose import MEAN_FACE_68, HeadPose, fit_head_pose
+from tvface.data.collect.headpose import MEAN_FACE_68, MIRROR_68, HeadPose, fit_head_pose
 
-# iBUG 68 left-right mirror permutation: point k of a mirrored face is point MIRROR_68[k] of the face.
-MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30, 35, 34, 33, 32, 31]
-                     + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-                     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
 MEAN_EYE_DISTANCE_MM = float(np.linalg.norm(MEAN_FACE_68[36] - MEAN_FACE_68[45]))  # outer corners
 BACKENDS = ("fan", "dlib", "mediapipe")
 # The mirror test measures how far two runs disagree, not how far either is from the truth. On the
@@ -229,12 +225,11 @@ def locate_landmarks(image: np.ndarray, det, cfg: DataConfig, backend: str | Non
 
     def consider(name: str, mirror: bool) -> dict:
         pts, score, back = _run(name, image, det, mirror)
-        pose = fit_head_pose(pts)
-        r = {"points": pts, "face_score": score, "pose": pose}
-        if mirror:  # the mirrored run: an error estimate, and averaged in (test-time mirroring)
-            r["error"] = MIRROR_ERROR_SCALE * mean_error(pts, back, pose)
-            r["points"] = (np.asarray(pts, np.float64) + back) / 2
-            r["pose"] = fit_head_pose(r["points"])
+        if mirror:  # the mirrored run is averaged in (test-time mirroring) and estimates the error
+            pts = (np.asarray(pts, np.float64) + back) / 2
+        r = {"points": pts, "face_score": score, "pose": fit_head_pose(pts)}
+        if mirror:  # |direct - mirrored| = 2 |direct - average|
+            r["error"] = MIRROR_ERROR_SCALE * 2 * mean_error(back, pts, r["pose"])
         res[name] = r
         return r
 

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from tvface import settings
+from tvface.data.collect.headpose import MIRROR_68
 
 INPUT_SIZE = 192
 ROI_SCALE = 1.5  # MediaPipe's face_detection_front_detection_to_roi: 1.5 x the long side of the box
@@ -185,8 +186,6 @@ def landmarks_mediapipe(image: np.ndarray, boxes: list, eyes: list | None = None
                         mirror: bool = False) -> tuple[np.ndarray, ...]:
     """(N, 68, 2) float32 iBUG landmarks and (N,) face-presence scores, one per box; ``mirror``: also
     (N, 68, 2) from the mirrored crops, mapped back into the same point order."""
-    from tvface.data.collect.landmarks import MIRROR_68
-
     out = np.zeros((len(boxes), 68, 2), np.float32)
     back = np.zeros_like(out)
     score = np.zeros(len(boxes), np.float32)
