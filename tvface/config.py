@@ -201,6 +201,10 @@ class ModelConfig:
     cam_prior: tuple[float, ...] = (8.0, 0.0, 0.0)  # added to the cam code: a face filling the crop at rest
     light_prior: float = 3.5449077  # added to SH band 0 (sqrt(4 pi): white irradiance 1); DECA's weights: 0
     checkpoint: str = ""  # initial weights: a tvface checkpoint or DECA's deca_model.tar ("" = random)
+    # Random initialisation seed (-1: train.seed). The parts both encoders have (ResNet50 layer1-4 and the
+    # code MLP of each code, the detail decoder) start from the same numbers for the same seed, so a
+    # per-frame and a temporal run of one seed differ only in what the temporal encoder adds.
+    init_seed: int = -1
 
     def __post_init__(self) -> None:
         if self.encoder not in ("resnet", "temporal"):

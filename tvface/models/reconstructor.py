@@ -37,7 +37,8 @@ from tvface.rendering.camera import orth_to_screen
 from tvface.rendering.renderer import MeshRenderer, RenderOutput
 
 __all__ = ["CODE_ORDER", "N_LIGHT", "Codes", "Decoded", "DetailDecoder", "PerFrameEncoders",
-           "Reconstructor", "TemporalEncoderPair", "build_reconstructor", "code_sizes", "split_codes"]
+           "Reconstructor", "TemporalEncoderPair", "build_reconstructor", "code_sizes", "share_initialisation",
+           "split_codes"]
 
 CODE_ORDER = ("shape", "tex", "exp", "pose", "cam", "light")
 N_LIGHT = 27  # 9 SH coefficients x RGB
@@ -187,8 +188,8 @@ class TemporalEncoderPair(nn.Module):
 
     def forward(self, frames: Tensor, with_detail: bool = True, flows=None) -> tuple[Tensor, Tensor | None]:
         _check_frames(frames)
-        codes = self.net(frames, flows)
-        return codes.coarse, (codes.detail if with_detail else None)
+        codes = self.net(frames, flows, with_detail=with_detail)
+        return codes.coarse, codes.detail
 
 
 class Reconstructor(nn.Module):
@@ -203,13 +204,17 @@ class Reconstructor(nn.Module):
         detail_size, detail_scale: DECA's detail code size and displacement scale.
         cam_prior: added to the cam code (scale, tx, ty); light_prior: added to band 0 of the light.
         uv_mask: (S, S) where detail applies (DECA's ``uv_face_eye_mask``); fixed_disp: optional (S, S).
+        window, window_stride: sliding-window inference of a temporal encoder over long sequences
+            (:meth:`encode_sequence`; the training window and ``temporal.window_stride``).
     """
 
     def __init__(self, face_model: FaceModel, albedo_model: nn.Module, encoder: nn.Module, image_size: int,
                  uv_size: int = 256, detail_size: int = 128, detail_scale: float = 0.01,
                  cam_prior=(8.0, 0.0, 0.0), light_prior: float = SH_BAND0_WHITE, uv_mask: Tensor | None = None,
-                 fixed_disp: Tensor | None = None, render_backend: str = "torch") -> None:
+                 fixed_disp: Tensor | None = None, render_backend: str = "torch", window: int = 5,
+                 window_stride: int = 3) -> None:
         super().__init__()
+        self.window, self.window_stride = int(window), int(window_stride)
         self.face_model = face_model
         self.albedo_model = albedo_model
         self.encoder = encoder
@@ -247,6 +252,34 @@ class Reconstructor(nn.Module):
         """(B, T, 3, H, W) in [0, 1] -> :class:`Codes` (blocks (B, T, n))."""
         coarse, detail = self.encoder(self.prepare(frames), with_detail=with_detail, **kwargs)
         return Codes(split_codes(coarse, self.sizes), detail)
+
+    @property
+    def temporal(self) -> bool:
+        return isinstance(self.encoder, TemporalEncoderPair)
+
+    def encode_sequence(self, frames: Tensor, with_detail: bool = True) -> Codes:
+        """Codes for every frame of whole sequences (B, N, 3, H, W), any N >= 1.
+
+        A per-frame encoder sees each frame on its own. A temporal encoder runs in windows of
+        ``window`` frames every ``window_stride`` frames, and each frame takes its code from the
+        window where it is most central (:func:`tvface.models.temporal.encode_long_sequence`), so
+        the first and last frames get one too and the result does not depend on how long N is
+        beyond the window.
+        """
+        if not self.temporal:
+            return self.encode(frames, with_detail=with_detail)
+        from tvface.models.temporal import encode_long_sequence
+
+        n_coarse = self.coarse_size
+
+        def encode(window: Tensor) -> Tensor:
+            c = self.encode(window, with_detail=with_detail)
+            blocks = [c.coarse[k] for k in self.sizes] + ([c.detail] if with_detail else [])
+            return torch.cat(blocks, -1)
+
+        flat = encode_long_sequence(encode, frames, self.window, self.window_stride)  # (B, N, n)
+        detail = flat[..., n_coarse:] if with_detail else None
+        return Codes(split_codes(flat[..., :n_coarse], self.sizes), detail)
 
     # ------------------------------------------------------------------ decode
     def params(self, codes: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -302,8 +335,9 @@ class Reconstructor(nn.Module):
     # ------------------------------------------------------------------ helpers for users
     @torch.no_grad()
     def predict(self, frames: Tensor, with_detail: bool = False) -> dict[str, Tensor]:
-        """Inference on (B, T, 3, H, W) frames: flat codes, vertices (N, V, 3), screen landmarks (N, 68, 2)."""
-        codes = self.encode(frames, with_detail=with_detail)
+        """Inference on whole sequences (B, T, 3, H, W), any T (:meth:`encode_sequence`): flat codes,
+        vertices (N = B * T, V, 3), screen landmarks (N, 68, 2), camera (N, 3)."""
+        codes = self.encode_sequence(frames, with_detail=with_detail)
         dec = self.decode(codes, render=False)
         return {**codes.flat(), "verts": dec.verts, "lmks_2d": dec.lmks_2d, "cam": dec.params["cam"]}
 
@@ -338,9 +372,40 @@ def detail_uv_mask(face_model: FaceModel, uv_size: int, assets_root=None) -> Ten
     return torch.as_tensor(cv2.resize(m, (uv_size, uv_size), interpolation=cv2.INTER_NEAREST) / 255.0)
 
 
+def _seeded(seed: int, make):
+    """``make()`` under its own RNG stream (``seed``), leaving the global one as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return make()
+
+
+def share_initialisation(temporal: TemporalEncoderPair, per_frame: PerFrameEncoders) -> list[str]:
+    """Copy the parts a temporal pair shares with DECA's per-frame pair into it: ResNet50 layer1-4
+    and the code MLP of E_c -> E_Tc's head, of E_d -> E_Td's head. Returns the copied module names.
+
+    What stays the temporal encoder's own: its input head, down1, propagation, fusion and down2
+    (and the 1x1 adapter when its width is not ResNet's 64).
+    """
+    pairs = [("head_c", per_frame.coarse), ("head_d", per_frame.detail)]
+    copied = []
+    with torch.no_grad():
+        for head_name, src in pairs:
+            head = getattr(temporal.net, head_name)
+            head.resnet.load_state_dict(src.layers.state_dict())
+            head.mlp.load_state_dict(src.head.state_dict())
+            copied += [f"{head_name}.resnet", f"{head_name}.mlp"]
+    return copied
+
+
 def build_reconstructor(cfg, assets_root=None, face_model: FaceModel | None = None,
-                        albedo_model: nn.Module | None = None) -> Reconstructor:
-    """The reconstructor a profile describes (``face_model``, ``render``, ``model``, ``temporal``)."""
+                        albedo_model: nn.Module | None = None, seed: int | None = None) -> Reconstructor:
+    """The reconstructor a profile describes (``face_model``, ``render``, ``model``, ``temporal``).
+
+    Initialisation is a function of ``seed`` (default ``model.init_seed``, else ``train.seed``) only:
+    the per-frame encoders and the detail decoder are drawn from it, and a temporal encoder gets the
+    per-frame pair's ResNet layers and code MLPs of the same seed (:func:`share_initialisation`), so
+    the two encoders of a fair comparison start from the same shared weights.
+    """
     from tvface.face_models.factory import load_albedo_model, load_face_model
 
     model = face_model if face_model is not None else load_face_model(cfg.face_model, assets_root)
@@ -348,10 +413,14 @@ def build_reconstructor(cfg, assets_root=None, face_model: FaceModel | None = No
                                                                              cfg.render.uv_size, assets_root)
     sizes = code_sizes(model, albedo.n_tex)
     mc = cfg.model
+    if seed is None:
+        seed = mc.init_seed if mc.init_seed >= 0 else cfg.train.seed
+    per_frame = _seeded(seed, lambda: PerFrameEncoders(sum(sizes.values()), mc.detail_size, mc.fc_dim))
     if mc.encoder == "resnet":
-        encoder = PerFrameEncoders(sum(sizes.values()), mc.detail_size, mc.fc_dim)
+        encoder = per_frame
     else:
-        encoder = TemporalEncoderPair(cfg.temporal, sum(sizes.values()), mc.detail_size)
+        encoder = _seeded(seed + 1, lambda: TemporalEncoderPair(cfg.temporal, sum(sizes.values()), mc.detail_size))
+        share_initialisation(encoder, per_frame)
     if mc.init_scale != 1.0:
         for m in encoder.coarse_modules()[-1:] + encoder.detail_modules()[-1:]:
             _scale_last_linear(m, mc.init_scale)
@@ -362,6 +431,10 @@ def build_reconstructor(cfg, assets_root=None, face_model: FaceModel | None = No
         path = assets.find("flame_fixed_displacement", assets_root)
         if path is not None:
             fixed = torch.as_tensor(np.load(path, allow_pickle=False), dtype=torch.float32)
-    return Reconstructor(model, albedo, encoder, mc.image_size, cfg.render.uv_size, mc.detail_size,
-                         mc.detail_scale, tuple(mc.cam_prior), mc.light_prior,
-                         detail_uv_mask(model, cfg.render.uv_size, assets_root), fixed, cfg.render.backend)
+    recon = Reconstructor(model, albedo, encoder, mc.image_size, cfg.render.uv_size, mc.detail_size,
+                          mc.detail_scale, tuple(mc.cam_prior), mc.light_prior,
+                          detail_uv_mask(model, cfg.render.uv_size, assets_root), fixed, cfg.render.backend,
+                          window=cfg.temporal.n_frames, window_stride=cfg.temporal.window_stride)
+    decoder = _seeded(seed + 2, lambda: DetailDecoder(recon.detail_decoder.latent_dim, mc.detail_scale))
+    recon.detail_decoder.load_state_dict(decoder.state_dict())
+    return recon

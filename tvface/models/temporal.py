@@ -247,7 +247,7 @@ class TemporalCodes:
     """Per-frame codes: ``coarse`` (B, T, n) or dict of blocks; ``detail`` (B, T, 128)."""
 
     coarse: Tensor | dict[str, Tensor]
-    detail: Tensor
+    detail: Tensor | None
 
 
 class TemporalEncoders(nn.Module):
@@ -271,15 +271,18 @@ class TemporalEncoders(nn.Module):
         self.head_c = CodeHead(cfg, _total(coarse_sizes))
         self.head_d = CodeHead(cfg, detail_size)
 
-    def forward(self, frames: Tensor, flows: SequenceFlows | None = None) -> TemporalCodes:
+    def forward(self, frames: Tensor, flows: SequenceFlows | None = None, with_detail: bool = True) -> TemporalCodes:
+        """frames (B, T, 3, H, W) -> codes; ``with_detail=False`` skips E_Td (``detail`` None)."""
         _check_frames(frames)
         b, t = frames.shape[:2]
         if flows is None:
             flows = self.flow_estimator(frames)
         feat_c = self.trunk_c(frames, flows)
-        feat_d = feat_c if self.trunk_d is None else self.trunk_d(frames, flows)
         coarse = self.head_c(feat_c).unflatten(0, (b, t))
-        detail = self.head_d(feat_d).unflatten(0, (b, t))
+        detail = None
+        if with_detail:
+            feat_d = feat_c if self.trunk_d is None else self.trunk_d(frames, flows)
+            detail = self.head_d(feat_d).unflatten(0, (b, t))
         return TemporalCodes(_split(coarse, self.coarse_sizes), detail)
 
 

@@ -36,6 +36,7 @@ class Batch:
     image: Tensor  # (B, T, 3, S, S)
     landmark: Tensor  # (B, T, 68, 3) DECA-normalised, third column = weight
     mask: Tensor  # (B, T, 1, S, S) face-parsing skin mask
+    flows: object | None = None  # SequenceFlows of the windows (temporal encoder), computed once per sequence
 
     @property
     def flat_image(self) -> Tensor:

@@ -77,9 +77,13 @@ class TrainData:
     """The training split as batches of sequences, deterministic in the global step.
 
     Frames and masks are resized once to the encoder's size and kept in memory (uint8 / float16).
+    With a ``flow_estimator`` (the temporal encoder's), the flows between neighbouring frames are
+    computed once per sequence on those frames and kept (float16); a window's flows are slices of them
+    (flow i -> i+1 does not depend on the window), so no step recomputes a flow.
     """
 
-    def __init__(self, cfg: ProfileConfig, split: str = "train", root: Path | None = None) -> None:
+    def __init__(self, cfg: ProfileConfig, split: str = "train", root: Path | None = None,
+                 flow_estimator=None) -> None:
         from tvface.data.dataset import SequenceDataset, normalize_landmarks
 
         self.root = Path(root) if root is not None else expand_path(cfg.data.root)
@@ -101,6 +105,8 @@ class TrainData:
                                 f"identity with data.val_fraction={cfg.data.val_fraction}). Add data, or lower "
                                 "data.n_frames.")
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.flow_estimator = flow_estimator
+        self._flows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -124,6 +130,15 @@ class TrainData:
             self._cache[idx] = ((img.clamp(0, 1) * 255).round().to(torch.uint8), mask.half(), item["landmark"])
         return self._cache[idx]
 
+    def _sequence_flows(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(to_prev, to_next), each (L-1, 2, h, w) float16, of the whole sequence ``idx``."""
+        if idx not in self._flows:
+            img = self._sequence(idx)[0]
+            with torch.no_grad():
+                fl = self.flow_estimator(img[None].float() / 255)
+            self._flows[idx] = (fl.to_prev[0].half(), fl.to_next[0].half())
+        return self._flows[idx]
+
     def indices(self, step: int) -> list[tuple[int, int]]:
         """(sequence index, start frame) of the batch of global step ``step``."""
         n = len(self.ds)
@@ -141,13 +156,21 @@ class TrainData:
 
     def batch(self, step: int, device: torch.device | str = "cpu") -> Batch:
         imgs, lmks, masks = [], [], []
-        for i, s in self.indices(step):
+        chosen = self.indices(step)
+        for i, s in chosen:
             img, mask, lmk = self._sequence(i)
             imgs.append(img[s:s + self.n_frames])
             masks.append(mask[s:s + self.n_frames])
             lmks.append(lmk[s:s + self.n_frames])
+        flows = None
+        if self.flow_estimator is not None:
+            from tvface.models.flow import SequenceFlows
+
+            t = self.n_frames - 1
+            pairs = [(self._sequence_flows(i), s) for i, s in chosen]
+            flows = SequenceFlows(*(torch.stack([f[k][s:s + t] for f, s in pairs]).float().to(device) for k in (0, 1)))
         return Batch(image=(torch.stack(imgs).float() / 255).to(device), landmark=torch.stack(lmks).to(device),
-                     mask=torch.stack(masks).float().to(device))
+                     mask=torch.stack(masks).float().to(device), flows=flows)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -180,6 +203,8 @@ class Trainer:
         np.random.seed(tc.seed)
         self.data = TrainData(cfg, "train", data_root)  # fails here, before any model is built, on bad data
         self.model = (model if model is not None else build_reconstructor(cfg, assets_root)).to(self.device)
+        if self.model.temporal:
+            self.data.flow_estimator = self.model.encoder.net.flow_estimator
         self.init_report = self._init_weights(assets_root)
         self.objective = Objective.build(cfg.loss, assets_root, self.device)
         self.global_step = 0
@@ -288,11 +313,12 @@ class Trainer:
         :class:`_NonFinite` with the model exactly as before the step (BatchNorm statistics restored)."""
         saved = [(b, b.clone()) for b in self._buffers()]
         with self.precision.autocast():
+            kw = {} if batch.flows is None else {"flows": batch.flows}
             if stage == "detail":  # E_c frozen (no parameter of it requires grad): its codes carry no graph
-                codes = self.model.encode(batch.image, with_detail=True)
+                codes = self.model.encode(batch.image, with_detail=True, **kw)
                 codes = Codes({k: v.detach() for k, v in codes.coarse.items()}, codes.detail)
             else:
-                codes = self.model.encode(batch.image, with_detail=False)
+                codes = self.model.encode(batch.image, with_detail=False, **kw)
             terms, dec = self.objective(self.model, codes, batch, stage)
         total = sum(t.float() for t in terms.values())
         self.optimizer.zero_grad(set_to_none=True)
