@@ -20,7 +20,17 @@ from tvface.evaluation.benchmark import (
     write_results,
 )
 from tvface.evaluation.fit import fit_landmarks, fit_rigid, init_camera, landmark_view
-from tvface.evaluation.metrics import align, face_region_vertices, landmark_nme, umeyama, vertex_error_mm
+from tvface.evaluation.metrics import (
+    acceleration_error_mm,
+    align,
+    apply_similarity,
+    face_region_vertices,
+    jitter_mm,
+    landmark_nme,
+    second_difference,
+    umeyama,
+    vertex_error_mm,
+)
 from tvface.io.atomic import atomic_save_npy, atomic_save_npz, atomic_write_text
 from tvface.rendering.camera import orth_to_screen, pixels_to_screen, screen_to_pixels
 from tvface.synthetic.sequences import CONDITIONS
@@ -112,6 +122,58 @@ def test_vertex_error_of_a_non_rigid_change_has_its_analytic_value():
     got = vertex_error_mm(pred_all[None], gt_all[None], torch.arange(6))
     assert got.item() == pytest.approx(expected_mm, rel=1e-9)
     assert 0.3 < got.item() < 0.7  # a third to two thirds of a millimetre: what the alignment cannot absorb
+
+
+def _octahedron_sequence(n_frames: int, eps: float):
+    """A static isotropic point set (ground truth) and a prediction stretched by ``t^2 eps A`` (A symmetric,
+    traceless): its per-frame similarity fit onto the truth is the identity up to O(eps^2), so the
+    acceleration is exactly ``2 eps |A x|`` per point."""
+    gt0 = 0.05 * torch.cat([torch.eye(3), -torch.eye(3)]).double()  # (6, 3), centred, isotropic
+    a = torch.tensor([[1.0, 0.3, 0.0], [0.3, -0.5, 0.2], [0.0, 0.2, -0.5]], dtype=torch.float64)
+    t = torch.arange(n_frames, dtype=torch.float64)
+    gt = gt0.expand(n_frames, 6, 3).clone()
+    pred = gt0 + (t ** 2)[:, None, None] * eps * (gt0 @ a.T)
+    expected_mm = float(2 * eps * (gt0 @ a.T).norm(dim=-1).mean() * 1000)
+    return pred, gt, expected_mm
+
+
+def test_second_difference_known_values():
+    t = torch.arange(6, dtype=torch.float64)
+    torch.testing.assert_close(second_difference(3 * t + 1), torch.zeros(4, dtype=torch.float64))
+    torch.testing.assert_close(second_difference(t ** 2), torch.full((4,), 2.0, dtype=torch.float64))
+    assert second_difference(t[:2]).shape == (0,)
+
+
+def test_acceleration_error_and_jitter_known_answer_and_invariances():
+    gen = torch.Generator().manual_seed(3)
+    pred, gt, expected = _octahedron_sequence(6, 1e-7)
+    region = torch.arange(6)
+    acc = acceleration_error_mm(pred, gt, region)
+    jit = jitter_mm(pred, region)
+    assert acc.shape == jit.shape == (4,)
+    torch.testing.assert_close(acc, torch.full((4,), expected, dtype=torch.float64), rtol=1e-4, atol=0)
+    torch.testing.assert_close(jit, torch.full((4,), expected, dtype=torch.float64), rtol=1e-4, atol=0)
+    # Each predicted frame in its own pose, scale and place: the acceleration error does not move; each
+    # in its own pose and place: the jitter does not.
+    rot = random_rotations(6, gen)
+    moved = apply_similarity(pred, torch.rand(6, generator=gen, dtype=torch.float64) + 0.5, rot,
+                             torch.randn(6, 3, generator=gen, dtype=torch.float64))
+    torch.testing.assert_close(acceleration_error_mm(moved, gt, region), acc, rtol=1e-6, atol=1e-9)
+    rigid = apply_similarity(pred, torch.ones(6, dtype=torch.float64), rot,
+                             torch.randn(6, 3, generator=gen, dtype=torch.float64))
+    torch.testing.assert_close(jitter_mm(rigid, region), jit, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(jitter_mm(2 * pred, region), 2 * jit)  # metric: no scale is fitted
+    # Following a moving truth exactly (rigid head motion + a non-rigid one) costs no acceleration error,
+    # and a constant (static) shape error costs none either.
+    moving_gt = apply_similarity(pred, torch.ones(6, dtype=torch.float64), rot,
+                                 torch.randn(6, 3, generator=gen, dtype=torch.float64))
+    assert acceleration_error_mm(moving_gt, moving_gt, region).abs().max() < 1e-9
+    offset = 0.002 * torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    assert acceleration_error_mm(gt + offset, gt, region).abs().max() < 1e-9
+    assert vertex_error_mm(gt + offset, gt, region).min() > 0.1  # ... though its vertex error is not 0
+    assert acceleration_error_mm(pred[:2], gt[:2], region).shape == (0,)
+    with pytest.raises(ValueError, match=r"\(T, V, 3\)"):
+        jitter_mm(pred[0], region)
 
 
 def test_face_region_vertices(ict_model):
@@ -299,6 +361,7 @@ def test_evaluate_oracle_mean_face_and_fit(tiny_benchmark, ict_model, tmp_path):
     for cond in ("clean", "profile", "all"):
         o = rows[("oracle", cond)]
         assert o["vertex_mm_mean"] < 1e-3 and o["vertex_mm_median"] < 1e-3 and o["nme_mean"] < 1e-6
+        assert o["accel_mm_mean"] < 1e-3 and o["jitter_mm_mean"] >= 0
         assert rows[("mean face", cond)]["vertex_mm_mean"] > 0.5 and rows[("mean face", cond)]["nme_mean"] > 0.5
         assert o["n_frames"] == (2 * N_FRAMES if cond == "all" else N_FRAMES) and o["ms_per_frame"] >= 0
     assert rows[("oracle", "blur")]["n_frames"] == 0 and rows[("oracle", "blur")]["vertex_mm_mean"] is None
@@ -307,7 +370,7 @@ def test_evaluate_oracle_mean_face_and_fit(tiny_benchmark, ict_model, tmp_path):
     assert result["meta"]["n_frames"] == 2 * N_FRAMES and len(result["per_sequence"]) == 3 * 2
 
     md = to_markdown(result)
-    for name in ("oracle", "mean face", "landmark fit", "vertex mm", "NME %", "ms/frame"):
+    for name in ("oracle", "mean face", "landmark fit", "vertex mm", "NME %", "accel / jitter", "ms/frame"):
         assert name in md
     for cond in (*CONDITIONS, "all"):
         assert any(line.startswith(f"| {cond} |") or line.startswith(f"| **{cond}** |") for line in md.splitlines())

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tvface.evaluation.run import add_evaluate_parser
 
     add_evaluate_parser(sub)
+    from tvface.evaluation.study import add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 

@@ -14,6 +14,10 @@ Protocol:
   measures shape, expression and jaw only.
 * Landmark NME (%): the 68 projected landmarks against the ground truth's ``lmks_2d_px``,
   normalised by the ground truth's outer-eye-corner distance (:func:`landmark_nme`).
+* Acceleration error and jitter (mm/frame^2, :mod:`tvface.evaluation.metrics`): second differences
+  of the face region over each sequence's frames, against the ground truth's (after the same
+  per-frame alignment) and of the prediction alone (each frame aligned onto the first); averaged
+  over the interior frames of every sequence.
 * Cost (ms/frame): wall time of ``predict`` over the number of frames, on whatever device the
   method runs.
 
@@ -36,7 +40,13 @@ from torch import Tensor
 from tvface.data import layout
 from tvface.data.dataset import normalize_landmarks, split_identities
 from tvface.evaluation.fit import DEFAULT_ITERS, DEFAULT_RIGID_ITERS, fit_landmarks, fit_rigid
-from tvface.evaluation.metrics import face_region_vertices, landmark_nme, vertex_error_mm
+from tvface.evaluation.metrics import (
+    acceleration_error_mm,
+    face_region_vertices,
+    jitter_mm,
+    landmark_nme,
+    vertex_error_mm,
+)
 from tvface.io.atomic import atomic_write_text
 from tvface.rendering.camera import orth_to_screen, pixels_to_screen, screen_to_pixels
 from tvface.synthetic.sequences import CONDITIONS
@@ -206,14 +216,21 @@ def _conditions(present: set[str]) -> list[str]:
     return list(CONDITIONS) + sorted(present - set(CONDITIONS)) + [ALL]
 
 
-def _stats(vertex_mm: list[np.ndarray], nme: list[np.ndarray], seconds: float) -> dict:
+def _mean(parts: list[np.ndarray]) -> float | None:
+    x = np.concatenate(parts) if parts else np.zeros(0)
+    return float(x.mean()) if x.size else None
+
+
+def _stats(vertex_mm: list[np.ndarray], nme: list[np.ndarray], seconds: float,
+           accel: list[np.ndarray] = (), jitter: list[np.ndarray] = ()) -> dict:
     v = np.concatenate(vertex_mm) if vertex_mm else np.zeros(0)
     e = np.concatenate(nme) if nme else np.zeros(0)
     if v.size == 0:
         return {"n_frames": 0, "vertex_mm_mean": None, "vertex_mm_median": None, "nme_mean": None,
-                "ms_per_frame": None}
+                "accel_mm_mean": None, "jitter_mm_mean": None, "ms_per_frame": None}
     return {"n_frames": int(v.size), "vertex_mm_mean": float(v.mean()), "vertex_mm_median": float(np.median(v)),
-            "nme_mean": float(e.mean()), "ms_per_frame": float(seconds * 1000 / v.size)}
+            "nme_mean": float(e.mean()), "accel_mm_mean": _mean(list(accel)), "jitter_mm_mean": _mean(list(jitter)),
+            "ms_per_frame": float(seconds * 1000 / v.size)}
 
 
 def evaluate(methods: Sequence[Method], sequences: Sequence[BenchmarkSequence], model,
@@ -238,7 +255,8 @@ def evaluate(methods: Sequence[Method], sequences: Sequence[BenchmarkSequence], 
         raise ValueError(f"method names must be unique, got {names}")
     sequences = sorted(sequences, key=lambda s: (str(s.seq_dir), str(s.gt_dir)))
     region = face_region_vertices(model).cpu()
-    acc = {(n, s.condition): {"vertex_mm": [], "nme": [], "seconds": 0.0} for n in names for s in sequences}
+    acc = {(n, s.condition): {"vertex_mm": [], "nme": [], "accel": [], "jitter": [], "seconds": 0.0}
+           for n in names for s in sequences}
     per_sequence = []
     total_frames = 0
     for seq in sequences:
@@ -262,23 +280,29 @@ def evaluate(methods: Sequence[Method], sequences: Sequence[BenchmarkSequence], 
             _sync()  # a GPU method's kernels finish inside its own time
             seconds = time.perf_counter() - t0
             _check_prediction(method.name, pred, n_frames, model.n_verts)
-            v_mm = vertex_error_mm(pred["verts"].detach().cpu().double(), gt_verts.double(), region).numpy()
+            verts = pred["verts"].detach().cpu().double()
+            v_mm = vertex_error_mm(verts, gt_verts.double(), region).numpy()
+            accel = acceleration_error_mm(verts, gt_verts.double(), region).numpy()
+            jitter = jitter_mm(verts, region).numpy()
             lmks = screen_to_pixels(pixels_to_screen(pred["lmks_px"].detach().cpu().double(), batch["image_size"]),
                                     gt_size)  # the method's crop -> the ground truth's pixels
             nme = landmark_nme(lmks, gt_px).numpy()
             a = acc[(method.name, seq.condition)]
             a["vertex_mm"].append(v_mm)
             a["nme"].append(nme)
+            a["accel"].append(accel)
+            a["jitter"].append(jitter)
             a["seconds"] += seconds
             per_sequence.append({"method": method.name, "sequence": batch["sequence"], "condition": seq.condition,
-                                 **_stats([v_mm], [nme], seconds)})
+                                 **_stats([v_mm], [nme], seconds, [accel], [jitter])})
     rows = []
     for name in names:
         for cond in _conditions({s.condition for s in sequences}):
             sel = [a for k, a in acc.items() if k[0] == name and (cond == ALL or k[1] == cond)]
             rows.append({"method": name, "condition": cond,
                          **_stats([x for a in sel for x in a["vertex_mm"]], [x for a in sel for x in a["nme"]],
-                                  sum(a["seconds"] for a in sel))})
+                                  sum(a["seconds"] for a in sel), [x for a in sel for x in a["accel"]],
+                                  [x for a in sel for x in a["jitter"]])})
     meta = {"format_version": FORMAT_VERSION, "face_model": model.name, "n_verts": model.n_verts,
             "face_region_verts": int(region.numel()), "methods": names, "n_sequences": len(sequences),
             "n_frames": total_frames, "image_size": image_size,
@@ -287,6 +311,10 @@ def evaluate(methods: Sequence[Method], sequences: Sequence[BenchmarkSequence], 
             "units": {"vertex_mm": "mm, mean per-vertex distance on the face region after similarity alignment "
                                    "(shape + expression + jaw; pose and scale removed)",
                       "nme": "% of the ground truth's outer-eye-corner distance (landmarks 36, 45)",
+                      "accel_mm": "mm/frame^2, mean |second difference of the aligned prediction - that of the "
+                                  "ground truth| on the face region, interior frames",
+                      "jitter_mm": "mm/frame^2, mean |second difference| of the prediction on the face region, "
+                                   "each frame aligned onto the sequence's first",
                       "ms_per_frame": "wall time of predict / frames"}}
     return {"results": rows, "per_sequence": per_sequence, "meta": meta}
 
@@ -296,20 +324,24 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 
 def to_markdown(result: dict) -> str:
-    """Tables for people: conditions as rows, methods side by side (vertex error, then NME), then cost."""
+    """Tables for people: conditions as rows, methods side by side (vertex error, NME, acceleration
+    error, jitter), then cost."""
     rows = result["results"]
     names = result["meta"]["methods"]
     conds = list(dict.fromkeys(r["condition"] for r in rows))
     cell = {(r["method"], r["condition"]): r for r in rows}
     head = (["condition", "frames"] + [f"{n}: vertex mm (mean / median)" for n in names]
-            + [f"{n}: NME %" for n in names])
-    lines = ["Face-region vertex error in mm (after similarity alignment: shape, expression and jaw only) and "
-             "landmark NME in % of the outer-eye-corner distance, on the held-out identities.", "",
+            + [f"{n}: NME %" for n in names] + [f"{n}: accel / jitter mm/f²" for n in names])
+    lines = ["Face-region vertex error in mm (after similarity alignment: shape, expression and jaw only), "
+             "landmark NME in % of the outer-eye-corner distance, acceleration error and jitter in mm/frame², "
+             "on the held-out identities.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in conds:
         first = cell[(names[0], c)] if names else {"n_frames": 0}
         vals = [f"{_fmt(cell[(n, c)]['vertex_mm_mean'])} / {_fmt(cell[(n, c)]['vertex_mm_median'])}" for n in names]
         vals += [_fmt(cell[(n, c)]["nme_mean"]) for n in names]
+        vals += [f"{_fmt(cell[(n, c)].get('accel_mm_mean'), 3)} / {_fmt(cell[(n, c)].get('jitter_mm_mean'), 3)}"
+                 for n in names]
         label = f"**{c}**" if c == ALL else c
         lines.append("| " + " | ".join([label, str(first["n_frames"])] + vals) + " |")
     lines += ["", "| method | cost (ms/frame, all frames) |", "|---|---|"]

@@ -1,8 +1,21 @@
-"""Benchmark metrics: similarity alignment, face-region vertex error (mm) and landmark NME (%).
+"""Benchmark metrics: similarity alignment, face-region vertex error (mm), landmark NME (%), and the
+temporal ones: acceleration error (mm/frame^2) and jitter (mm/frame^2).
 
 The vertex error aligns the prediction onto the ground truth with a similarity transform (Umeyama
 1991) fitted on the face region before measuring, so the head pose, the camera and the global
 scale do not count: it measures the shape, the expression and the jaw opening only.
+
+The temporal metrics work on the same face region, on second differences over frames,
+``a_t = x_{t+1} - 2 x_t + x_{t-1}`` (t = 1 .. T-2; a sequence shorter than 3 frames has none):
+
+* **acceleration error** (:func:`acceleration_error_mm`, as in HMR/VIBE-style video benchmarks): the
+  mean ``|a^pred_t - a^gt_t|`` per vertex, with the prediction similarity-aligned onto the ground
+  truth frame by frame first (as for the vertex error), so a prediction that follows the true motion
+  exactly scores 0 even while the face moves;
+* **jitter** (:func:`jitter_mm`, no ground truth needed: real video): the mean ``|a_t|`` per vertex
+  of the prediction, after each frame is rigidly aligned onto the sequence's first frame, so head
+  motion does not count and what remains is the non-rigid shake of shape and expression (in the
+  face model's metric units: no scale is fitted).
 """
 from __future__ import annotations
 
@@ -128,3 +141,50 @@ def landmark_nme(pred_px: Tensor, gt_px: Tensor) -> Tensor:
     iod = torch.linalg.vector_norm(gt[:, OUTER_EYE_CORNERS[0]] - gt[:, OUTER_EYE_CORNERS[1]], dim=-1)  # (N,)
     err = torch.linalg.vector_norm(pred - gt, dim=-1).mean(1)  # (N,)
     return (err / iod * 100).to(pred_px.dtype)
+
+
+def second_difference(x: Tensor) -> Tensor:
+    """``x[t+1] - 2 x[t] + x[t-1]`` over the first axis: (T, ...) -> (T-2, ...) (empty for T < 3)."""
+    if x.shape[0] < 3:
+        return x[:0]
+    return x[2:] - 2 * x[1:-1] + x[:-2]
+
+
+def _check_sequence(name: str, x: Tensor) -> None:
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"{name} must be (T, V, 3) vertices of one sequence, got {tuple(x.shape)}")
+
+
+def acceleration_error_mm(pred_verts: Tensor, gt_verts: Tensor, region: Tensor) -> Tensor:
+    """Per interior frame, the mean ``|a^pred - a^gt|`` (mm/frame^2) on ``region`` (module docstring).
+
+    Args:
+        pred_verts, gt_verts: (T, V, 3) one sequence, metres; pred in any pose and scale (each frame
+            is similarity-aligned onto its ground truth on ``region`` first).
+        region: (K,) long vertex indices.
+    Returns:
+        (T-2,) in the prediction's dtype; empty for T < 3.
+    """
+    _check_sequence("pred_verts", pred_verts)
+    if pred_verts.shape != gt_verts.shape:
+        raise ValueError(f"pred_verts and gt_verts must have one shape, got {tuple(pred_verts.shape)} and "
+                         f"{tuple(gt_verts.shape)}")
+    pred, gt = pred_verts[:, region].double(), gt_verts[:, region].double()
+    diff = second_difference(align(pred, gt)) - second_difference(gt)  # (T-2, K, 3)
+    return (torch.linalg.vector_norm(diff, dim=-1).mean(1) * METRES_TO_MM).to(pred_verts.dtype)
+
+
+def jitter_mm(pred_verts: Tensor, region: Tensor) -> Tensor:
+    """Per interior frame, the mean ``|a|`` (mm/frame^2) of the prediction on ``region``, each frame
+    rigidly aligned onto the first frame (rotation and translation removed; the model's metric scale kept).
+
+    Args:
+        pred_verts: (T, V, 3) one sequence, metres. region: (K,) long vertex indices.
+    Returns:
+        (T-2,); empty for T < 3.
+    """
+    _check_sequence("pred_verts", pred_verts)
+    pred = pred_verts[:, region].double()
+    canonical = align(pred, pred[:1].expand_as(pred), with_scale=False)
+    return (torch.linalg.vector_norm(second_difference(canonical), dim=-1).mean(1)
+            * METRES_TO_MM).to(pred_verts.dtype)

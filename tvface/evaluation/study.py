@@ -1,0 +1,368 @@
+"""The fair comparison: per-frame DECA encoders vs temporal encoders, several seeds, by condition.
+
+``tvface study --profile cpu-demo --seeds 0 1 2 --out STUDY_DIR`` (or :func:`run_study`):
+
+1. **Train** one run per (encoder, seed) with the profile's schedule, ``model.encoder`` set to
+   ``resnet`` (DECA's E_c/E_d) or ``temporal`` (E_Tc/E_Td), ``train.seed`` and ``model.init_seed``
+   set to the seed. So both encoders of one seed start from the same weights in every part they
+   share (:func:`tvface.models.reconstructor.share_initialisation`), see the same batches of the
+   same training split (the batch of step ``s`` is a function of ``train.seed`` and ``s``), the same
+   number of frames (steps x batch x T) and the same losses. Runs resume where they stopped; a
+   finished run is not trained again.
+2. **Split the held-out identities** (the benchmark's, never seen in training) by identity into a
+   *tuning* part (``tune_fraction``) and a *test* part. Smoothing parameters are chosen on the
+   tuning part only; every number in the table is on the test part.
+3. **Evaluate** on the test part (:func:`tvface.evaluation.benchmark.evaluate`: vertex error, NME,
+   acceleration error, jitter): the mean face and the landmark fit (once: they have no seed), and
+   per seed the per-frame model, the per-frame model + One-Euro filter and + centred moving average
+   on its codes (:mod:`tvface.evaluation.smoothing`), and the temporal model, which runs in sliding
+   windows over whole sequences (every frame gets a code).
+4. **Aggregate** mean and standard deviation over seeds per method and condition, and write
+   ``study.json`` and ``study.md`` (atomic). Each run's evaluation is cached beside it
+   (``eval.json``), so a rerun only does what is missing.
+
+The One-Euro filter is causal and lags; the temporal model and the moving average are centred (zero
+lag, a latency of half their window). The One-Euro parameters are tuned under a lag budget of the
+temporal window's half width (``(T - 1) / 2`` frames), the latency the temporal model itself has, so
+the comparison is at equal delay.
+
+Layout::
+
+    STUDY_DIR/runs/<encoder>-s<seed>/      training run (tvface train layout) + eval.json
+    STUDY_DIR/baselines.json               mean face + landmark fit on the test part
+    STUDY_DIR/study.json, study.md         the table
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tvface.config import ProfileConfig, load_config
+from tvface.data.dataset import split_identities
+from tvface.evaluation.benchmark import (
+    ALL,
+    BenchmarkSequence,
+    CallableMethod,
+    LandmarkFitMethod,
+    MeanFaceMethod,
+    evaluate,
+    heldout_sequences,
+    load_sequence,
+)
+from tvface.evaluation.metrics import face_region_vertices, vertex_error_mm
+from tvface.evaluation.smoothing import smooth_codes
+from tvface.io.atomic import atomic_write_text
+from tvface.rendering.camera import screen_to_pixels
+from tvface.synthetic.writer import dataset_roots, ground_truth_mesh, load_ground_truth
+
+log = logging.getLogger(__name__)
+ENCODERS = ("resnet", "temporal")
+METHOD_NAMES = {"resnet": "per-frame", "temporal": "temporal"}
+ONE_EURO = "per-frame + One-Euro"
+MOVING_AVERAGE = "per-frame + moving average"
+METRICS = ("vertex_mm_mean", "nme_mean", "accel_mm_mean", "jitter_mm_mean", "ms_per_frame")
+# Grids searched on the tuning part (codes in their own units; time in frames, rate 1).
+ONE_EURO_GRID = {"min_cutoff": (0.02, 0.05, 0.1, 0.2, 0.4), "beta": (0.0, 0.5, 2.0, 8.0)}
+MOVING_AVERAGE_GRID = {"width": (3, 5, 7, 9)}
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What a study runs. ``overrides`` go to every run's profile (``k=v`` strings)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    encoders: tuple[str, ...] = ENCODERS
+    tune_fraction: float = 1 / 3
+    tune_seed: int = 0
+    fit_iters: int = 100
+    overrides: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("a study needs at least one seed")
+        bad = [e for e in self.encoders if e not in ENCODERS]
+        if bad or not self.encoders:
+            raise ValueError(f"encoders must be among {ENCODERS}, got {list(self.encoders)}")
+        if not 0 < self.tune_fraction < 1:
+            raise ValueError(f"tune_fraction must be in (0, 1), got {self.tune_fraction}")
+
+
+def run_config(profile: str, encoder: str, seed: int, overrides: Sequence[str] = ()) -> ProfileConfig:
+    """The profile of one run: ``model.encoder``, ``train.seed`` and ``model.init_seed`` set."""
+    return load_config(profile, [*overrides, f"model.encoder={encoder}", f"train.seed={seed}",
+                              f"model.init_seed={seed}"])
+
+
+def split_tuning(sequences: Sequence[BenchmarkSequence], tune_fraction: float, seed: int = 0
+                 ) -> tuple[list[BenchmarkSequence], list[BenchmarkSequence]]:
+    """(tuning, test) parts of the held-out sequences, split by identity (deterministic)."""
+    ids = sorted({s.seq_dir.parent.name for s in sequences})
+    test_ids, tune_ids = split_identities(ids, tune_fraction, seed=1000 + seed)
+    if not tune_ids:  # too few identities for the fraction: give the tuning part one
+        tune_ids, test_ids = test_ids[:1], test_ids[1:]
+    if not test_ids:
+        raise ValueError(f"{len(ids)} held-out identities cannot be split into tuning and test parts; "
+                         "generate more identities (synth.n_sequences) or raise data.val_fraction")
+    tune = [s for s in sequences if s.seq_dir.parent.name in tune_ids]
+    test = [s for s in sequences if s.seq_dir.parent.name in test_ids]
+    return tune, test
+
+
+# --------------------------------------------------------------------------- methods
+def _model_codes(model, batch: dict) -> dict[str, Tensor]:
+    """Flat per-frame codes (T, n) of one sequence (sliding windows for a temporal encoder)."""
+    with torch.no_grad():
+        return model.encode_sequence(batch["image"][None], with_detail=False).flat()
+
+
+def _decode(model, codes: dict[str, Tensor], image_size: int) -> dict[str, Tensor]:
+    with torch.no_grad():
+        dec = model.decode(codes, render=False)
+    return {"verts": dec.verts, "lmks_px": screen_to_pixels(dec.lmks_2d, image_size)}
+
+
+class SmoothedMethod(CallableMethod):
+    """A model's per-frame codes smoothed over time (``method``/``params`` of :func:`smooth_codes`)
+    before decoding; ``lags`` collects each sequence's lag in frames."""
+
+    def __init__(self, name: str, model, method: str, params: dict) -> None:
+        self.model, self.method, self.params, self.lags = model, method, dict(params), []
+        super().__init__(name, self._predict)
+
+    def _predict(self, batch: dict) -> dict[str, Tensor]:
+        codes, lag = smooth_codes(_model_codes(self.model, batch), self.method, self.params)
+        self.lags.append(lag)
+        return _decode(self.model, codes, batch["image_size"])
+
+
+def model_method(name: str, model) -> CallableMethod:
+    """The model on whole sequences (sliding windows for a temporal encoder)."""
+    model.eval()
+    return CallableMethod(name, lambda b: _decode(model, _model_codes(model, b), b["image_size"]))
+
+
+def tune_smoothing(model, face, sequences: Sequence[BenchmarkSequence], method: str, grid: dict,
+                   max_lag: float | None = None) -> dict:
+    """Parameters of ``method`` with the lowest mean vertex error on ``sequences`` (lag <= ``max_lag``).
+
+    The model runs once per sequence; every grid point only re-smooths and re-decodes its codes.
+    Returns ``{"params", "vertex_mm", "lag", "grid": [{params, vertex_mm, lag}, ...]}``.
+    """
+    region = face_region_vertices(face).cpu()
+    cache = []
+    for seq in sequences:
+        batch = load_sequence(seq.seq_dir, model.image_size)
+        gt = ground_truth_mesh(face, load_ground_truth(seq.gt_dir)[0]).cpu().double()
+        cache.append((batch, _model_codes(model, batch), gt))
+    tried = []
+    for values in itertools.product(*grid.values()):
+        params = dict(zip(grid, values))
+        errs, lags = [], []
+        for batch, codes, gt in cache:
+            smoothed, lag = smooth_codes(codes, method, params)
+            verts = _decode(model, smoothed, batch["image_size"])["verts"].double()
+            errs.append(vertex_error_mm(verts, gt, region).numpy())
+            lags.append(lag)
+        tried.append({"params": params, "vertex_mm": float(np.concatenate(errs).mean()),
+                      "lag": float(np.mean(lags))})
+    ok = [t for t in tried if max_lag is None or t["lag"] <= max_lag + 1e-9]
+    if not ok:
+        raise ValueError(f"no {method} setting in {grid} has a lag <= {max_lag} frames")
+    best = min(ok, key=lambda t: t["vertex_mm"])
+    return {**best, "max_lag": max_lag, "grid": tried}
+
+
+# --------------------------------------------------------------------------- runs
+def run_dir(out: Path, encoder: str, seed: int) -> Path:
+    return Path(out) / "runs" / f"{encoder}-s{seed}"
+
+
+def train_run(cfg: ProfileConfig, out_dir: Path, progress: bool = False):
+    """Train (or finish, or skip) one run; returns the trainer."""
+    from tvface.training.checkpoint import LAST
+    from tvface.training.objective import STAGES
+    from tvface.training.trainer import Trainer
+
+    trainer = Trainer(cfg, out_dir, progress=progress)
+    if (Path(out_dir) / LAST).exists():
+        trainer.resume()
+    if len(trainer.done) < len(STAGES):
+        trainer.run(STAGES)
+    return trainer
+
+
+def evaluate_run(cfg: ProfileConfig, out_dir: Path, encoder: str, face, tune, test, force: bool = False) -> dict:
+    """Evaluate one trained run on the test part (smoothing tuned on the tuning part); cached."""
+    from tvface.evaluation.run import load_trained
+
+    path = Path(out_dir) / "eval.json"
+    if path.is_file() and not force:
+        return json.loads(path.read_text())
+    model = load_trained(cfg, Path(out_dir))
+    methods: list = [model_method(METHOD_NAMES[encoder], model)]
+    tuning = {}
+    if encoder == "resnet":
+        half_window = (cfg.temporal.n_frames - 1) / 2
+        tuning["one_euro"] = tune_smoothing(model, face, tune, "one_euro", ONE_EURO_GRID, max_lag=half_window)
+        tuning["moving_average"] = tune_smoothing(model, face, tune, "moving_average", MOVING_AVERAGE_GRID)
+        methods += [SmoothedMethod(ONE_EURO, model, "one_euro", tuning["one_euro"]["params"]),
+                    SmoothedMethod(MOVING_AVERAGE, model, "moving_average", tuning["moving_average"]["params"])]
+    result = evaluate(methods, test, face)
+    lags = {m.name: float(np.mean(m.lags)) for m in methods if isinstance(m, SmoothedMethod)}
+    out = {"results": result["results"], "tuning": tuning, "lag_frames": lags,
+           "latency_frames": {METHOD_NAMES["temporal"]: (cfg.temporal.n_frames - 1) / 2,
+                              MOVING_AVERAGE: (tuning["moving_average"]["params"]["width"] - 1) / 2
+                              if "moving_average" in tuning else None},
+           "n_sequences": len(test)}
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def aggregate(per_seed: dict[int, list[dict]]) -> list[dict]:
+    """Rows ``{method, condition, n_seeds, n_frames, <metric>_mean, <metric>_std}`` over seeds
+    (std: population std over the seeds; 0 for one seed)."""
+    cells: dict[tuple[str, str], list[dict]] = {}
+    order: list[tuple[str, str]] = []
+    for rows in per_seed.values():
+        for r in rows:
+            key = (r["method"], r["condition"])
+            if key not in cells:
+                cells[key] = []
+                order.append(key)
+            cells[key].append(r)
+    out = []
+    for key in order:
+        rs = cells[key]
+        row = {"method": key[0], "condition": key[1], "n_seeds": len(rs), "n_frames": rs[0]["n_frames"]}
+        for m in METRICS:
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            row[f"{m}_mean"] = float(np.mean(vals)) if vals else None
+            row[f"{m}_std"] = float(np.std(vals)) if vals else None
+        out.append(row)
+    return out
+
+
+def _fmt(mean, std, digits=2) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+
+
+def to_markdown(study: dict) -> str:
+    """One table per metric: conditions as rows, methods as columns, mean ± std over seeds."""
+    rows = study["rows"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    conds = list(dict.fromkeys(r["condition"] for r in rows))
+    cell = {(r["method"], r["condition"]): r for r in rows}
+    meta = study["meta"]
+    lines = [f"Study on the test part of the held-out identities ({meta['n_test_sequences']} sequences; smoothing "
+             f"tuned on {meta['n_tune_sequences']} other held-out sequences), seeds {meta['seeds']}; mean ± std "
+             f"over seeds (mean face and landmark fit have no seed).", ""]
+    titles = {"vertex_mm_mean": "Vertex error (mm)", "nme_mean": "Landmark NME (%)",
+              "accel_mm_mean": "Acceleration error (mm/frame²)", "jitter_mm_mean": "Jitter (mm/frame²)"}
+    for metric, title in titles.items():
+        digits = 3 if metric in ("accel_mm_mean", "jitter_mm_mean") else 2
+        lines += [f"**{title}**", "", "| condition | frames | " + " | ".join(methods) + " |",
+                  "|" + "---|" * (len(methods) + 2)]
+        for c in conds:
+            first = cell.get((methods[0], c), {"n_frames": 0})
+            vals = [_fmt(cell[(m, c)][f"{metric}_mean"], cell[(m, c)][f"{metric}_std"], digits)
+                    if (m, c) in cell else "-" for m in methods]
+            label = f"**{c}**" if c == ALL else c
+            lines.append(f"| {label} | {first['n_frames']} | " + " | ".join(vals) + " |")
+        lines.append("")
+    lines += ["| method | lag (frames) | latency (frames) | ms/frame |", "|---|---|---|---|"]
+    for m in methods:
+        lag = meta["lag_frames"].get(m)
+        lat = meta["latency_frames"].get(m)
+        ms = cell[(m, ALL)]["ms_per_frame_mean"] if (m, ALL) in cell else None
+        lines.append(f"| {m} | {'-' if lag is None else f'{lag:.2f}'} | {'-' if lat is None else f'{lat:g}'} | "
+                     f"{'-' if ms is None else f'{ms:.1f}'} |")
+    lines += ["", f"Wall time: {meta['wall_s'] / 60:.1f} min on {meta['cpu']} ({meta['device']})."]
+    return "\n".join(lines) + "\n"
+
+
+def run_study(profile: str, out: Path, settings: StudySettings = StudySettings(), progress: bool = False) -> dict:
+    """Train and evaluate every (encoder, seed), aggregate, write ``study.json`` + ``study.md``."""
+    from tvface.face_models.factory import load_face_model
+    from tvface.training.precision import cpu_name
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    base = load_config(profile, list(settings.overrides))
+    root, gt_root = dataset_roots(base)
+    tune, test = split_tuning(heldout_sequences(root, gt_root, base.data.val_fraction, base.data.split_seed),
+                              settings.tune_fraction, settings.tune_seed)
+    face = load_face_model(base.face_model)
+    bpath = out / "baselines.json"
+    if bpath.is_file():
+        baselines = json.loads(bpath.read_text())
+    else:
+        baselines = evaluate([MeanFaceMethod(face, iters=settings.fit_iters),
+                              LandmarkFitMethod(face, iters=settings.fit_iters)], test, face)["results"]
+        atomic_write_text(bpath, json.dumps(baselines, indent=1) + "\n")
+    per_seed: dict[int, list[dict]] = {}
+    lags: dict[str, list[float]] = {}
+    latency: dict[str, float] = {}
+    runs = []
+    for seed in settings.seeds:
+        rows = list(baselines)
+        for encoder in settings.encoders:
+            cfg = run_config(profile, encoder, seed, settings.overrides)
+            rdir = run_dir(out, encoder, seed)
+            t_run = time.perf_counter()
+            train_run(cfg, rdir, progress)
+            ev = evaluate_run(cfg, rdir, encoder, face, tune, test)
+            rows += ev["results"]
+            for k, v in ev["lag_frames"].items():
+                lags.setdefault(k, []).append(v)
+            latency.update({k: v for k, v in ev["latency_frames"].items() if v is not None})
+            runs.append({"encoder": encoder, "seed": seed, "run": str(rdir),
+                         "seconds_this_call": round(time.perf_counter() - t_run, 1), "tuning": ev["tuning"]})
+        per_seed[seed] = rows
+    rows = aggregate(per_seed)
+    order = ["mean face", "landmark fit", METHOD_NAMES["resnet"], ONE_EURO, MOVING_AVERAGE, METHOD_NAMES["temporal"]]
+    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    study = {"rows": rows, "runs": runs, "meta": {
+        "format_version": FORMAT_VERSION, "profile": profile, "overrides": list(settings.overrides),
+        "seeds": list(settings.seeds), "encoders": list(settings.encoders),
+        "n_tune_sequences": len(tune), "n_test_sequences": len(test),
+        "test_sequences": [f"{s.seq_dir.parent.name}/{s.seq_dir.name}" for s in test],
+        "lag_frames": {k: float(np.mean(v)) for k, v in lags.items()}, "latency_frames": latency,
+        "wall_s": round(time.perf_counter() - t0, 1), "cpu": cpu_name(),
+        "device": str(base.train.device)}}
+    atomic_write_text(out / "study.json", json.dumps(study, indent=1) + "\n")
+    atomic_write_text(out / "study.md", to_markdown(study))
+    return study
+
+
+def _cmd_study(args) -> int:
+    logging.basicConfig(level=logging.WARNING, format="tvface: %(message)s")
+    settings = StudySettings(seeds=tuple(args.seeds), encoders=tuple(args.encoders), fit_iters=args.fit_iters,
+                             overrides=tuple(args.set))
+    study = run_study(args.profile, Path(args.out), settings, progress=not args.quiet)
+    print(to_markdown(study))
+    return 0
+
+
+def add_study_parser(subparsers) -> None:
+    p = subparsers.add_parser("study", help="per-frame vs temporal encoders: train + evaluate over seeds, one table")
+    p.add_argument("--profile", default="cpu-demo")
+    p.add_argument("--out", required=True, help="study folder (runs, evaluations, study.json + study.md)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
+    p.add_argument("--fit-iters", type=int, default=100, help="iterations of the landmark-fit baselines")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_study)
