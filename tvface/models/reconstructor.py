@@ -264,20 +264,23 @@ class Reconstructor(nn.Module):
         ``window`` frames every ``window_stride`` frames, and each frame takes its code from the
         window where it is most central (:func:`tvface.models.temporal.encode_long_sequence`), so
         the first and last frames get one too and the result does not depend on how long N is
-        beyond the window.
+        beyond the window. Flows are estimated once for the whole sequence and sliced per window.
         """
         if not self.temporal:
             return self.encode(frames, with_detail=with_detail)
         from tvface.models.temporal import encode_long_sequence
 
         n_coarse = self.coarse_size
+        frames = self.prepare(frames)
+        flows = self.encoder.net.flow_estimator(frames) if frames.shape[1] > 1 else None  # once per sequence
 
-        def encode(window: Tensor) -> Tensor:
-            c = self.encode(window, with_detail=with_detail)
+        def encode(window: Tensor, window_flows=None) -> Tensor:
+            kw = {} if window_flows is None else {"flows": window_flows}
+            c = self.encode(window, with_detail=with_detail, **kw)
             blocks = [c.coarse[k] for k in self.sizes] + ([c.detail] if with_detail else [])
             return torch.cat(blocks, -1)
 
-        flat = encode_long_sequence(encode, frames, self.window, self.window_stride)  # (B, N, n)
+        flat = encode_long_sequence(encode, frames, self.window, self.window_stride, flows)  # (B, N, n)
         detail = flat[..., n_coarse:] if with_detail else None
         return Codes(split_codes(flat[..., :n_coarse], self.sizes), detail)
 

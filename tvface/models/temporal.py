@@ -318,15 +318,18 @@ def most_central_windows(n_frames: int, window: int, stride: int) -> list[tuple[
     return out
 
 
-def encode_long_sequence(encode: Callable[[Tensor], Tensor | dict[str, Tensor]], frames: Tensor, window: int,
-                         stride: int) -> Tensor | dict[str, Tensor]:
+def encode_long_sequence(encode: Callable[..., Tensor | dict[str, Tensor]], frames: Tensor, window: int,
+                         stride: int, flows: SequenceFlows | None = None) -> Tensor | dict[str, Tensor]:
     """Per-frame codes for a sequence longer than the training window.
 
     Args:
-        encode: frames (B, T, 3, H, W) -> codes (B, T, n) (e.g. a :class:`TemporalEncoder`).
+        encode: frames (B, T, 3, H, W) -> codes (B, T, n) (e.g. a :class:`TemporalEncoder`); with
+            ``flows`` it is called as ``encode(window_frames, window_flows)``.
         frames: (B, N, 3, H, W), any N >= 1.
         window, stride: window length (T) and step; each frame's code comes from the window where
             it is most central, so every frame, the first and last included, gets one.
+        flows: optional flows of the whole sequence (N-1 pairs); each window gets its slice, so
+            overlapping windows do not estimate a flow twice (flow i -> i+1 does not depend on the window).
     Returns:
         (B, N, n), or a dict of (B, N, n_k) when ``encode`` returns code blocks.
     """
@@ -334,7 +337,13 @@ def encode_long_sequence(encode: Callable[[Tensor], Tensor | dict[str, Tensor]],
     n = frames.shape[1]
     starts = window_starts(n, window, stride)
     length = min(window, n)
-    codes = [encode(frames[:, s:s + length]) for s in starts]  # each (B, length, n)
+    if flows is None:
+        codes = [encode(frames[:, s:s + length]) for s in starts]  # each (B, length, n)
+    else:
+        if flows.to_prev.shape[1] != n - 1:
+            raise ValueError(f"flows hold {flows.to_prev.shape[1]} pairs, a sequence of {n} frames has {n - 1}")
+        codes = [encode(frames[:, s:s + length], SequenceFlows(flows.to_prev[:, s:s + length - 1],
+                                                               flows.to_next[:, s:s + length - 1])) for s in starts]
     picks = most_central_windows(n, window, stride)
     if isinstance(codes[0], dict):
         return {k: torch.stack([codes[w][k][:, p] for w, p in picks], 1) for k in codes[0]}
