@@ -74,7 +74,13 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
     if len({s.seq_dir.parent.name for s in held}) < 2:
         pytest.skip("the tiny set's split left fewer than 2 held-out identities")
     settings = StudySettings(seeds=(0, 1), fit_iters=3, overrides=tuple(overrides))
-    study = run_study("smoke", tmp_path / "study", settings)
+    real_root = tmp_path / "real"  # a "real" collected dataset: the tiny set's sequences, used without their GT
+    (real_root / "person").mkdir(parents=True)
+    import shutil
+
+    for s in held[:1]:
+        shutil.copytree(s.seq_dir, real_root / "person" / s.seq_dir.name)
+    study = run_study("smoke", tmp_path / "study", settings, real_roots=[real_root])
     methods = list(dict.fromkeys(r["method"] for r in study["rows"]))
     assert methods == ["mean face", "landmark fit", "per-frame", ONE_EURO, MOVING_AVERAGE, "temporal"]
     by = {(r["method"], r["condition"]): r for r in study["rows"]}
@@ -90,14 +96,21 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
             tried = run["tuning"]["one_euro"]["grid"]
             ok = [t["vertex_mm"] for t in tried if t["lag"] <= 1.0 + 1e-9]
             assert run["tuning"]["one_euro"]["vertex_mm"] == pytest.approx(min(ok))
+    for run in study["runs"]:
+        manifest = json.loads((Path(run["run"]) / "manifest.json").read_text())
+        assert [d["stage"] for d in manifest["stages_done"]] == ["pretrain", "coarse"]  # the metrics are coarse
+    real = {r["method"]: r for r in study["real_rows"]}
+    assert set(real) == {"per-frame", ONE_EURO, MOVING_AVERAGE, "temporal"}
+    assert all(r["n_seeds"] == 2 and r["n_frames"] == 8 and r["jitter_mm_mean_mean"] >= 0 for r in real.values())
     md = (tmp_path / "study" / "study.md").read_text()
     assert md == to_markdown(study) and "Acceleration error" in md and "| per-frame + One-Euro |" in md
+    assert "**Real video** (1 collected sequences" in md
     assert json.loads((tmp_path / "study" / "study.json").read_text())["rows"] == study["rows"]
 
     # A rerun trains nothing and re-evaluates nothing: same table, checkpoints untouched.
     ckpts = sorted((tmp_path / "study" / "runs").glob("*/last.pt"))
     assert len(ckpts) == 4
     stamps = [p.stat().st_mtime_ns for p in ckpts]
-    again = run_study("smoke", tmp_path / "study", settings)
+    again = run_study("smoke", tmp_path / "study", settings, real_roots=[real_root])
     assert [p.stat().st_mtime_ns for p in ckpts] == stamps
     assert again["rows"] == study["rows"]  # every evaluation came from its cache

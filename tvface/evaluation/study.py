@@ -2,11 +2,13 @@
 
 ``tvface study --profile cpu-demo --seeds 0 1 2 --out STUDY_DIR`` (or :func:`run_study`):
 
-1. **Train** one run per (encoder, seed) with the profile's schedule, ``model.encoder`` set to
-   ``resnet`` (DECA's E_c/E_d) or ``temporal`` (E_Tc/E_Td), ``train.seed`` and ``model.init_seed``
-   set to the seed. So both encoders of one seed start from the same weights in every part they
-   share (:func:`tvface.models.reconstructor.share_initialisation`), see the same batches of the
-   same training split (the batch of step ``s`` is a function of ``train.seed`` and ``s``), the same
+1. **Train** one run per (encoder, seed) with the profile's schedule (stages ``pretrain`` and
+   ``coarse`` by default: every metric below is on the coarse geometry, which the detail stage leaves
+   as it is), ``model.encoder`` set to ``resnet`` (DECA's E_c/E_d) or ``temporal`` (E_Tc/E_Td) and
+   ``train.seed`` to the seed (the initialisation follows it). So both encoders of one seed
+   start from the same weights in every part they share
+   (:func:`tvface.models.reconstructor.share_initialisation`), see the same batches of the same
+   training split (the batch of step ``s`` is a function of ``train.seed`` and ``s``), the same
    number of frames (steps x batch x T) and the same losses. Runs resume where they stopped; a
    finished run is not trained again.
 2. **Split the held-out identities** (the benchmark's, never seen in training) by identity into a
@@ -31,6 +33,9 @@ Layout::
     STUDY_DIR/runs/<encoder>-s<seed>/      training run (tvface train layout) + eval.json
     STUDY_DIR/baselines.json               mean face + landmark fit on the test part
     STUDY_DIR/study.json, study.md         the table
+
+With ``real_roots`` (collected datasets of real video, ``tvface collect``), every seeded method is
+also run on them without ground truth: jitter and NME to the detected landmarks.
 """
 from __future__ import annotations
 
@@ -74,6 +79,9 @@ METRICS = ("vertex_mm_mean", "nme_mean", "accel_mm_mean", "jitter_mm_mean", "ms_
 ONE_EURO_GRID = {"min_cutoff": (0.02, 0.05, 0.1, 0.2, 0.4), "beta": (0.0, 0.5, 2.0, 8.0)}
 MOVING_AVERAGE_GRID = {"width": (3, 5, 7, 9)}
 FORMAT_VERSION = 1
+# Every metric of the table is on the coarse geometry, which the detail stage does not change (E_c /
+# E_Tc are fixed there), so a study trains pretrain + coarse unless told otherwise.
+STUDY_STAGES = ("pretrain", "coarse")
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,13 @@ class StudySettings:
     tune_seed: int = 0
     fit_iters: int = 100
     overrides: tuple[str, ...] = ()
+    stages: tuple[str, ...] = STUDY_STAGES
 
     def __post_init__(self) -> None:
+        from tvface.training.objective import STAGES
+
+        if not self.stages or any(s not in STAGES for s in self.stages):
+            raise ValueError(f"stages must be among {STAGES}, got {list(self.stages)}")
         if not self.seeds:
             raise ValueError("a study needs at least one seed")
         bad = [e for e in self.encoders if e not in ENCODERS]
@@ -98,9 +111,10 @@ class StudySettings:
 
 
 def run_config(profile: str, encoder: str, seed: int, overrides: Sequence[str] = ()) -> ProfileConfig:
-    """The profile of one run: ``model.encoder``, ``train.seed`` and ``model.init_seed`` set."""
-    return load_config(profile, [*overrides, f"model.encoder={encoder}", f"train.seed={seed}",
-                              f"model.init_seed={seed}"])
+    """The profile of one run: ``model.encoder`` and ``train.seed`` set (the initialisation follows
+    ``train.seed`` while ``model.init_seed`` is -1, so a plain ``tvface train`` run of that seed is
+    the same run)."""
+    return load_config(profile, [*overrides, f"model.encoder={encoder}", f"train.seed={seed}"])
 
 
 def split_tuning(sequences: Sequence[BenchmarkSequence], tune_fraction: float, seed: int = 0
@@ -182,32 +196,77 @@ def tune_smoothing(model, face, sequences: Sequence[BenchmarkSequence], method: 
     return {**best, "max_lag": max_lag, "grid": tried}
 
 
+def evaluate_real(methods: Sequence, seq_dirs: Sequence[Path], face, image_size: int | None = None) -> list[dict]:
+    """Real video without ground truth: per method, jitter (:func:`tvface.evaluation.metrics.jitter_mm`)
+    and NME to the *detected* landmarks (frames whose detection is flagged, weight 0, left out).
+
+    Args:
+        methods: benchmark methods (``predict(batch) -> {"verts", "lmks_px"}``).
+        seq_dirs: collected sequences (``tvface collect`` layout: jpg/, kpt/).
+    Returns:
+        rows ``{method, n_sequences, n_frames, jitter_mm_mean, nme_to_detected_mean}``.
+    """
+    from tvface.evaluation.metrics import jitter_mm, landmark_nme
+
+    region = face_region_vertices(face).cpu()
+    acc = {m.name: {"jitter": [], "nme": [], "frames": 0} for m in methods}
+    for seq_dir in seq_dirs:
+        batch = load_sequence(seq_dir, image_size)
+        det = batch["landmark"]
+        det_px = screen_to_pixels(det[..., :2].double(), batch["image_size"])
+        kept = det[..., 2].sum(-1) > 0
+        for m in methods:
+            pred = m.predict(batch)
+            a = acc[m.name]
+            a["frames"] += int(pred["verts"].shape[0])
+            a["jitter"].append(jitter_mm(pred["verts"].detach().cpu().double(), region).numpy())
+            if kept.any():
+                lm = pred["lmks_px"].detach().cpu().double()  # the crop's pixels, like det_px
+                a["nme"].append(landmark_nme(lm[kept], det_px[kept]).numpy())
+    rows = []
+    for m in methods:
+        a = acc[m.name]
+        j = np.concatenate(a["jitter"]) if a["jitter"] else np.zeros(0)
+        e = np.concatenate(a["nme"]) if a["nme"] else np.zeros(0)
+        rows.append({"method": m.name, "n_sequences": len(seq_dirs), "n_frames": a["frames"],
+                     "jitter_mm_mean": float(j.mean()) if j.size else None,
+                     "nme_to_detected_mean": float(e.mean()) if e.size else None})
+    return rows
+
+
 # --------------------------------------------------------------------------- runs
 def run_dir(out: Path, encoder: str, seed: int) -> Path:
     return Path(out) / "runs" / f"{encoder}-s{seed}"
 
 
-def train_run(cfg: ProfileConfig, out_dir: Path, progress: bool = False):
-    """Train (or finish, or skip) one run; returns the trainer."""
+def train_run(cfg: ProfileConfig, out_dir: Path, stages: Sequence[str] = STUDY_STAGES, progress: bool = False):
+    """Train (or finish, or skip) the ``stages`` of one run; returns the trainer. A run that already
+    went further (e.g. a ``tvface train --stage all`` run of the same profile and seed) is used as it is."""
     from tvface.training.checkpoint import LAST
-    from tvface.training.objective import STAGES
     from tvface.training.trainer import Trainer
 
     trainer = Trainer(cfg, out_dir, progress=progress)
     if (Path(out_dir) / LAST).exists():
         trainer.resume()
-    if len(trainer.done) < len(STAGES):
-        trainer.run(STAGES)
+    done = {d["stage"] for d in trainer.done}
+    if not set(stages) <= done:
+        trainer.run([s for s in stages if s not in done])
     return trainer
 
 
-def evaluate_run(cfg: ProfileConfig, out_dir: Path, encoder: str, face, tune, test, force: bool = False) -> dict:
-    """Evaluate one trained run on the test part (smoothing tuned on the tuning part); cached."""
+def evaluate_run(cfg: ProfileConfig, out_dir: Path, encoder: str, face, tune, test,
+                 real: Sequence[Path] = (), force: bool = False) -> dict:
+    """Evaluate one trained run on the test part (smoothing tuned on the tuning part) and, without
+    ground truth, on the ``real`` collected sequences; cached in ``eval.json`` (redone when the
+    real sequences differ)."""
     from tvface.evaluation.run import load_trained
 
     path = Path(out_dir) / "eval.json"
+    real = [str(p) for p in real]
     if path.is_file() and not force:
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if cached.get("real_sequences", []) == real:
+            return cached
     model = load_trained(cfg, Path(out_dir))
     methods: list = [model_method(METHOD_NAMES[encoder], model)]
     tuning = {}
@@ -219,11 +278,12 @@ def evaluate_run(cfg: ProfileConfig, out_dir: Path, encoder: str, face, tune, te
                     SmoothedMethod(MOVING_AVERAGE, model, "moving_average", tuning["moving_average"]["params"])]
     result = evaluate(methods, test, face)
     lags = {m.name: float(np.mean(m.lags)) for m in methods if isinstance(m, SmoothedMethod)}
+    real_rows = evaluate_real(methods, [Path(p) for p in real], face, model.image_size) if real else []
     out = {"results": result["results"], "tuning": tuning, "lag_frames": lags,
            "latency_frames": {METHOD_NAMES["temporal"]: (cfg.temporal.n_frames - 1) / 2,
                               MOVING_AVERAGE: (tuning["moving_average"]["params"]["width"] - 1) / 2
                               if "moving_average" in tuning else None},
-           "n_sequences": len(test)}
+           "n_sequences": len(test), "real": real_rows, "real_sequences": real}
     atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     return out
 
@@ -245,6 +305,23 @@ def aggregate(per_seed: dict[int, list[dict]]) -> list[dict]:
         rs = cells[key]
         row = {"method": key[0], "condition": key[1], "n_seeds": len(rs), "n_frames": rs[0]["n_frames"]}
         for m in METRICS:
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            row[f"{m}_mean"] = float(np.mean(vals)) if vals else None
+            row[f"{m}_std"] = float(np.std(vals)) if vals else None
+        out.append(row)
+    return out
+
+
+def _aggregate_real(per_seed: dict[int, list[dict]]) -> list[dict]:
+    """Mean/std over seeds of the real-video rows (:func:`evaluate_real`)."""
+    cells: dict[str, list[dict]] = {}
+    for rows in per_seed.values():
+        for r in rows:
+            cells.setdefault(r["method"], []).append(r)
+    out = []
+    for method, rs in cells.items():
+        row = {"method": method, "n_seeds": len(rs), "n_sequences": rs[0]["n_sequences"], "n_frames": rs[0]["n_frames"]}
+        for m in ("jitter_mm_mean", "nme_to_detected_mean"):
             vals = [r[m] for r in rs if r.get(m) is not None]
             row[f"{m}_mean"] = float(np.mean(vals)) if vals else None
             row[f"{m}_std"] = float(np.std(vals)) if vals else None
@@ -281,6 +358,15 @@ def to_markdown(study: dict) -> str:
             label = f"**{c}**" if c == ALL else c
             lines.append(f"| {label} | {first['n_frames']} | " + " | ".join(vals) + " |")
         lines.append("")
+    if study.get("real_rows"):
+        n_seq = study["real_rows"][0]["n_sequences"]
+        lines += [f"**Real video** ({n_seq} collected sequences, no ground truth)", "",
+                  "| method | frames | jitter (mm/frame²) | NME to detected landmarks (%) |", "|---|---|---|---|"]
+        for r in study["real_rows"]:
+            lines.append(f"| {r['method']} | {r['n_frames']} | "
+                         f"{_fmt(r['jitter_mm_mean_mean'], r['jitter_mm_mean_std'], 3)} | "
+                         f"{_fmt(r['nme_to_detected_mean_mean'], r['nme_to_detected_mean_std'])} |")
+        lines.append("")
     lines += ["| method | lag (frames) | latency (frames) | ms/frame |", "|---|---|---|---|"]
     for m in methods:
         lag = meta["lag_frames"].get(m)
@@ -292,8 +378,14 @@ def to_markdown(study: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_study(profile: str, out: Path, settings: StudySettings = StudySettings(), progress: bool = False) -> dict:
-    """Train and evaluate every (encoder, seed), aggregate, write ``study.json`` + ``study.md``."""
+def run_study(profile: str, out: Path, settings: StudySettings = StudySettings(), progress: bool = False,
+              real_roots: Sequence[Path] = ()) -> dict:
+    """Train and evaluate every (encoder, seed), aggregate, write ``study.json`` + ``study.md``.
+
+    ``real_roots``: collected datasets (``tvface collect`` output) of real video, measured without
+    ground truth (jitter, NME to the detected landmarks) for every method that has a seed.
+    """
+    from tvface.data import layout
     from tvface.face_models.factory import load_face_model
     from tvface.training.precision import cpu_name
 
@@ -312,7 +404,9 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
         baselines = evaluate([MeanFaceMethod(face, iters=settings.fit_iters),
                               LandmarkFitMethod(face, iters=settings.fit_iters)], test, face)["results"]
         atomic_write_text(bpath, json.dumps(baselines, indent=1) + "\n")
+    real = [p for r in real_roots for p in layout.list_sequences(Path(r))]
     per_seed: dict[int, list[dict]] = {}
+    real_per_seed: dict[int, list[dict]] = {}
     lags: dict[str, list[float]] = {}
     latency: dict[str, float] = {}
     runs = []
@@ -322,9 +416,10 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
             cfg = run_config(profile, encoder, seed, settings.overrides)
             rdir = run_dir(out, encoder, seed)
             t_run = time.perf_counter()
-            train_run(cfg, rdir, progress)
-            ev = evaluate_run(cfg, rdir, encoder, face, tune, test)
+            train_run(cfg, rdir, settings.stages, progress)
+            ev = evaluate_run(cfg, rdir, encoder, face, tune, test, real)
             rows += ev["results"]
+            real_per_seed.setdefault(seed, []).extend({**r, "condition": "real"} for r in ev["real"])
             for k, v in ev["lag_frames"].items():
                 lags.setdefault(k, []).append(v)
             latency.update({k: v for k, v in ev["latency_frames"].items() if v is not None})
@@ -334,9 +429,11 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
     rows = aggregate(per_seed)
     order = ["mean face", "landmark fit", METHOD_NAMES["resnet"], ONE_EURO, MOVING_AVERAGE, METHOD_NAMES["temporal"]]
     rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
-    study = {"rows": rows, "runs": runs, "meta": {
+    real_rows = _aggregate_real(real_per_seed)
+    study = {"rows": rows, "real_rows": real_rows, "runs": runs, "meta": {
+        "real_sequences": [str(p) for p in real],
         "format_version": FORMAT_VERSION, "profile": profile, "overrides": list(settings.overrides),
-        "seeds": list(settings.seeds), "encoders": list(settings.encoders),
+        "seeds": list(settings.seeds), "encoders": list(settings.encoders), "stages": list(settings.stages),
         "n_tune_sequences": len(tune), "n_test_sequences": len(test),
         "test_sequences": [f"{s.seq_dir.parent.name}/{s.seq_dir.name}" for s in test],
         "lag_frames": {k: float(np.mean(v)) for k, v in lags.items()}, "latency_frames": latency,
@@ -350,8 +447,9 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
 def _cmd_study(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="tvface: %(message)s")
     settings = StudySettings(seeds=tuple(args.seeds), encoders=tuple(args.encoders), fit_iters=args.fit_iters,
-                             overrides=tuple(args.set))
-    study = run_study(args.profile, Path(args.out), settings, progress=not args.quiet)
+                             overrides=tuple(args.set), stages=tuple(args.stages))
+    study = run_study(args.profile, Path(args.out), settings, progress=not args.quiet,
+                      real_roots=[Path(p) for p in args.real])
     print(to_markdown(study))
     return 0
 
@@ -363,6 +461,10 @@ def add_study_parser(subparsers) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     p.add_argument("--fit-iters", type=int, default=100, help="iterations of the landmark-fit baselines")
+    p.add_argument("--stages", nargs="+", default=list(STUDY_STAGES), choices=["pretrain", "coarse", "detail"],
+                   help="stages each run trains (default: pretrain coarse; the metrics are coarse)")
+    p.add_argument("--real", nargs="*", default=[], metavar="DATASET",
+                   help="collected datasets of real video (tvface collect): jitter and NME to detections")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_study)
