@@ -112,14 +112,17 @@ def training_grid(batch, dec, max_frames: int = 4):
 def reconstruction_panels(model, images, landmarks=None) -> dict:
     """The columns of the report's Fig. 3 for frames (N, 3, S, S) in [0, 1]: input, detected landmarks
     (green, DECA-normalised (N, 68, 3) or None), predicted landmarks (red), coarse shape, detail shape,
-    rendered image (each (N, H, W, 3) numpy in [0, 1], at the reconstructor's size, over the input)."""
+    rendered image (each (N, H, W, 3) numpy in [0, 1], at the reconstructor's size, over the input).
+
+    The N frames are one sequence: a temporal encoder sees them together (sliding windows,
+    :meth:`tvface.models.reconstructor.Reconstructor.encode_sequence`), a per-frame one one by one."""
     import torch
     import torch.nn.functional as F
 
     model.eval()
     with torch.no_grad():
         frames = images[None] if images.ndim == 4 else images
-        codes = model.encode(frames, with_detail=True)
+        codes = model.encode_sequence(frames, with_detail=True)
         dec = model.decode(codes, with_detail=True, with_shape=True)
         x = F.interpolate(frames.flatten(0, 1), size=(model.image_size,) * 2, mode="bilinear",
                           align_corners=False, antialias=True)
