@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tvface.evaluation.study import add_study_parser
 
     add_study_parser(sub)
+    from tvface.reconstruct import add_reconstruct_parser
+
+    add_reconstruct_parser(sub)
     return parser
 
 
