@@ -52,24 +52,15 @@ if assets_dir:
 from tvface.config import load_config
 from tvface.evaluation.benchmark import heldout_sequences, load_sequence
 from tvface.evaluation.metrics import face_region_vertices, vertex_error_mm
-from tvface.evaluation.run import load_trained
-from tvface.evaluation.study import StudySettings, run_dir, run_study, split_tuning, to_markdown
+from tvface.evaluation.study import book_study, load_run, run_dir, run_study, split_tuning, to_markdown
 from tvface.face_models.factory import load_face_model
 from tvface.synthetic.writer import dataset_roots, generate, ground_truth_mesh, load_ground_truth
 from tvface.viz import reconstruction_panels
 
 work = Path(work_dir or "/tmp/tvface-notebooks") / "07_temporal_training"
-smoke = Path(str(profile)).stem == "smoke"
-if smoke:  # a tiny set in the work folder, tiny temporal encoder: seconds
-    root = work / "synth"
-    over = {"synth.root": str(root), "synth.gt_root": str(work / "synth-gt"), "data.root": str(root),
-            "synth.n_sequences": 6, "synth.n_frames": 8, "synth.image_size": 64, "data.image_size": 64,
-            "data.n_frames": 3, "data.val_fraction": 0.8, "render.uv_size": 32, "temporal.n_frames": 3,
-            "temporal.window_stride": 2, "temporal.flow_size": 32, "temporal.channels": 16,
-            "temporal.offset_channels": 8, "temporal.deform_groups": 4}
-else:  # the demo: the profile's schedule at 64^2 (a temporal step costs ~3x a per-frame one)
-    over = {"model.image_size": 64}
-overrides = tuple(f"{k}={v}" for k, v in over.items())
+# One seed at the book's scale (the profile's schedule at 64^2; a tiny set and encoder on smoke).
+settings, study_out = book_study(profile, work, seed)
+overrides = settings.overrides
 cfg = load_config(profile, list(overrides))
 print(f"profile {cfg.name}: {cfg.model.image_size}^2, T = {cfg.temporal.n_frames}, temporal variant "
       f"{cfg.temporal.variant} (flow {cfg.temporal.flow}), steps pretrain/coarse = "
@@ -81,8 +72,7 @@ print(f"profile {cfg.name}: {cfg.model.image_size}^2, T = {cfg.temporal.n_frames
 
 # %%
 generate(cfg, progress=False)
-settings = StudySettings(seeds=(seed,), fit_iters=30 if smoke else 100, overrides=overrides)
-study = run_study(profile, work / "study", settings)
+study = run_study(profile, study_out, settings)
 print(f"{study['meta']['n_test_sequences']} test sequences, {study['meta']['n_tune_sequences']} tuning sequences; "
       f"{study['meta']['wall_s'] / 60:.1f} min in this call")
 for r in study["runs"]:
@@ -97,7 +87,7 @@ for r in study["runs"]:
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
 for enc, colour in (("resnet", "C0"), ("temporal", "C3")):
-    rows = [json.loads(x) for x in (run_dir(work / "study", enc, seed) / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (run_dir(study_out, enc, seed) / "metrics.jsonl").read_text().splitlines()]
     for ax, key in zip(axes, ("landmark", "total")):
         rs = [r for r in rows if key in r]
         ax.plot([r["step"] for r in rs], [r[key] for r in rs], colour, lw=0.8,
@@ -150,8 +140,7 @@ root, gt_root = dataset_roots(cfg)
 _, test = split_tuning(heldout_sequences(root, gt_root, cfg.data.val_fraction, cfg.data.split_seed),
                        settings.tune_fraction, settings.tune_seed)
 hard = next((s for s in test if s.condition in ("blur", "dark")), test[0])
-models = {name: load_trained(load_config(profile, [*overrides, f"model.encoder={enc}", f"train.seed={seed}"]),
-                             run_dir(work / "study", enc, seed))
+models = {name: load_run(profile, study_out, enc, seed, overrides)
           for name, enc in (("per-frame", "resnet"), ("temporal", "temporal"))}
 batch = load_sequence(hard.seq_dir, cfg.model.image_size)
 gt = ground_truth_mesh(face, load_ground_truth(hard.gt_dir)[0]).double()

@@ -139,3 +139,20 @@ def reconstruction_panels(model, images, landmarks=None) -> dict:
         out["detail shape"] = over(dec.render.shape_detail_images)
         out["rendered"] = over(dec.render.images)
     return out
+
+
+def shape_over(model, verts, cam, frames):
+    """DECA's grey shape of (N, V, 3) vertices seen through DECA cameras (N, 3), over (N, 3, S, S)
+    frames at the reconstructor's size: (N, S, S, 3) numpy in [0, 1] (ground truth beside predictions)."""
+    import torch
+    import torch.nn.functional as F
+
+    from tvface.rendering.camera import orth_to_screen
+
+    with torch.no_grad():
+        verts, cam = verts.float(), cam.float()
+        x = F.interpolate(frames.float(), size=(model.image_size,) * 2, mode="bilinear", align_corners=False,
+                          antialias=True)
+        out = model.renderer(verts, orth_to_screen(verts, cam), with_shape=True)
+        a = out.alpha
+        return (out.shape_images.clamp(0, 1) * a + x * (1 - a)).permute(0, 2, 3, 1).numpy()

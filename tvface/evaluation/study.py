@@ -444,6 +444,31 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
     return study
 
 
+def book_study(profile: str, work: Path, seed: int = 0) -> tuple[StudySettings, Path]:
+    """The one-seed study the book runs (chapters "Temporal encoder training" and "Qualitative
+    results" share it): the profile's schedule at 64^2 (a temporal step costs ~3x a per-frame one), or
+    on ``smoke`` a tiny set and a tiny temporal encoder in ``work``. Returns (settings, study folder)."""
+    if Path(str(profile)).stem == "smoke":
+        root = Path(work) / "synth"
+        over = {"synth.root": root, "synth.gt_root": Path(work) / "synth-gt", "data.root": root,
+                "synth.n_sequences": 6, "synth.n_frames": 8, "synth.image_size": 64, "data.image_size": 64,
+                "data.n_frames": 3, "data.val_fraction": 0.8, "render.uv_size": 32, "temporal.n_frames": 3,
+                "temporal.window_stride": 2, "temporal.flow_size": 32, "temporal.channels": 16,
+                "temporal.offset_channels": 8, "temporal.deform_groups": 4}
+        fit_iters = 30
+    else:
+        over, fit_iters = {"model.image_size": 64}, 100
+    settings = StudySettings(seeds=(seed,), fit_iters=fit_iters, overrides=tuple(f"{k}={v}" for k, v in over.items()))
+    return settings, Path(work) / "study"
+
+
+def load_run(profile: str, study_dir: Path, encoder: str, seed: int, overrides: Sequence[str] = ()):
+    """The trained reconstructor of one run of a study (eval mode)."""
+    from tvface.evaluation.run import load_trained
+
+    return load_trained(run_config(profile, encoder, seed, overrides), run_dir(study_dir, encoder, seed))
+
+
 def _cmd_study(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="tvface: %(message)s")
     settings = StudySettings(seeds=tuple(args.seeds), encoders=tuple(args.encoders), fit_iters=args.fit_iters,
