@@ -21,28 +21,14 @@ Target (issue 14): temporal / per-frame <= 3x. The CPU is printed beside the fig
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from bench_train import timed_together  # the script's folder is on sys.path
 
 from tvface.config import load_config
 from tvface.models.reconstructor import build_reconstructor
 from tvface.training.objective import Batch, Objective
 from tvface.training.precision import cpu_name
-
-
-def timed_together(fns: dict, repeats: int) -> dict:
-    """Median seconds of each function over interleaved rounds (after one warm-up call each)."""
-    for fn in fns.values():
-        fn()
-    out = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            out[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in out.items()}
 
 
 class _Stepper:
