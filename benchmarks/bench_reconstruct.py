@@ -35,14 +35,16 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="a collected dataset (tvface collect)")
     ap.add_argument("--profile", default="cpu-demo")
     ap.add_argument("--detail", action="store_true")
+    ap.add_argument("--mesh", choices=["obj", "ply"], default="obj")
     ap.add_argument("--tracks", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    settings = ReconstructSettings(checkpoint=Path(args.checkpoint), profile=args.profile, detail=args.detail)
+    settings = ReconstructSettings(checkpoint=Path(args.checkpoint), profile=args.profile, detail=args.detail,
+                                   mesh_format=args.mesh)
     bare = ReconstructSettings(checkpoint=Path(args.checkpoint), profile=args.profile, detail=args.detail,
-                               overlay=False)
+                               mesh_format=args.mesh, overlay=False)
     model, cfg, _ = load_model(settings)
     tracks = layout.list_sequences(Path(args.data))[: args.tracks]
     n_frames = sum(len(layout.frame_stems(t)) for t in tracks)
@@ -70,7 +72,7 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"CPU: {cpu_name()}, {args.threads} threads, {type(model.encoder).__name__} at {model.image_size}^2, "
-          f"{len(tracks)} tracks, {n_frames} frames, detail={args.detail}")
+          f"{len(tracks)} tracks, {n_frames} frames, detail={args.detail}, meshes {args.mesh}")
     for k, v in med.items():
         print(f"  {k:10s} {1000 * v / n_frames:8.1f} ms/frame  {n_frames / v:6.1f} frames/s  "
               f"{v / med['encoder']:.2f}x encoder" + ("  (target <= 1.25x)" if k != "encoder" else ""))

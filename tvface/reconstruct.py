@@ -302,10 +302,11 @@ def reconstruct_track(model, seq_dir: Path, out_dir: Path, settings: Reconstruct
     if settings.detail:
         (tmp / "meshes_detail").mkdir()
         (tmp / "uv_disp").mkdir()
-        with torch.no_grad():
-            detailed = displaced_vertices(model, dec.verts, dec.uv_disp).numpy()
+        with torch.no_grad():  # decode(render=False) stops before the displacement: make it here then
+            uv_disp = dec.uv_disp if dec.uv_disp is not None else model.displacement(dec.params)
+            detailed = displaced_vertices(model, dec.verts, uv_disp).numpy()
         scale = model.detail_decoder.out_scale
-        for name, v, d in zip(names, detailed, dec.uv_disp[:, 0].numpy()):
+        for name, v, d in zip(names, detailed, uv_disp[:, 0].numpy()):
             write(tmp / "meshes_detail" / f"{name}.{settings.mesh_format}", v, faces)
             write_displacement_png(tmp / "uv_disp" / f"{name}.png", d, scale)
     if hasattr(model.face_model, "expression_weights"):  # ICT: the weights that drive the mesh

@@ -330,9 +330,13 @@ def _aggregate_real(per_seed: dict[int, list[dict]]) -> list[dict]:
 
 
 def _fmt(mean, std, digits=2) -> str:
+    """``mean ± std`` at ``digits`` decimals; the spread is left out where it rounds to nothing (a
+    method without a seed: the same number every seed)."""
     if mean is None:
         return "-"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+    if std is None or round(std, digits) == 0:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def to_markdown(study: dict) -> str:
@@ -374,7 +378,9 @@ def to_markdown(study: dict) -> str:
         ms = cell[(m, ALL)]["ms_per_frame_mean"] if (m, ALL) in cell else None
         lines.append(f"| {m} | {'-' if lag is None else f'{lag:.2f}'} | {'-' if lat is None else f'{lat:g}'} | "
                      f"{'-' if ms is None else f'{ms:.1f}'} |")
-    lines += ["", f"Wall time: {meta['wall_s'] / 60:.1f} min on {meta['cpu']} ({meta['device']})."]
+    total = meta.get("wall_s_all_calls", meta["wall_s"])
+    lines += ["", f"Wall time: {total / 60:.1f} min on {meta['cpu']} ({meta['device']}), all calls of this study "
+              f"together ({meta['wall_s'] / 60:.1f} min in the last)."]
     return "\n".join(lines) + "\n"
 
 
@@ -405,10 +411,13 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
                               LandmarkFitMethod(face, iters=settings.fit_iters)], test, face)["results"]
         atomic_write_text(bpath, json.dumps(baselines, indent=1) + "\n")
     real = [p for r in real_roots for p in layout.list_sequences(Path(r))]
+    previous_s = 0.0  # the time earlier calls of this study took (a resumed study adds up)
+    if (out / "study.json").is_file():
+        previous_s = float(json.loads((out / "study.json").read_text())["meta"].get("wall_s_all_calls", 0.0))
     per_seed: dict[int, list[dict]] = {}
     real_per_seed: dict[int, list[dict]] = {}
     lags: dict[str, list[float]] = {}
-    latency: dict[str, float] = {}
+    latency: dict[str, list[float]] = {}
     runs = []
     for seed in settings.seeds:
         rows = list(baselines)
@@ -422,7 +431,9 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
             real_per_seed.setdefault(seed, []).extend({**r, "condition": "real"} for r in ev["real"])
             for k, v in ev["lag_frames"].items():
                 lags.setdefault(k, []).append(v)
-            latency.update({k: v for k, v in ev["latency_frames"].items() if v is not None})
+            for k, v in ev["latency_frames"].items():
+                if v is not None:
+                    latency.setdefault(k, []).append(v)
             runs.append({"encoder": encoder, "seed": seed, "run": str(rdir),
                          "seconds_this_call": round(time.perf_counter() - t_run, 1), "tuning": ev["tuning"]})
         per_seed[seed] = rows
@@ -436,8 +447,10 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
         "seeds": list(settings.seeds), "encoders": list(settings.encoders), "stages": list(settings.stages),
         "n_tune_sequences": len(tune), "n_test_sequences": len(test),
         "test_sequences": [f"{s.seq_dir.parent.name}/{s.seq_dir.name}" for s in test],
-        "lag_frames": {k: float(np.mean(v)) for k, v in lags.items()}, "latency_frames": latency,
-        "wall_s": round(time.perf_counter() - t0, 1), "cpu": cpu_name(),
+        "lag_frames": {k: float(np.mean(v)) for k, v in lags.items()},
+        "latency_frames": {k: float(np.mean(v)) for k, v in latency.items()},
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "wall_s_all_calls": round(previous_s + time.perf_counter() - t0, 1), "cpu": cpu_name(),
         "device": str(base.train.device)}}
     atomic_write_text(out / "study.json", json.dumps(study, indent=1) + "\n")
     atomic_write_text(out / "study.md", to_markdown(study))
