@@ -166,3 +166,19 @@ def test_bad_inputs_give_one_clear_message_and_other_tracks_go_on(tiny_run, tmp_
     assert "cannot read frame" in reasons[broken.name]
     assert summary.tracks == len(seqs) - 1
     assert not list((tmp_path / "out" / "tracks").glob("*.partial"))
+
+
+def test_detail_without_overlay_and_ply_meshes(tiny_run, tmp_path):
+    seq = layout.list_sequences(tiny_run["root"])[0]
+    settings = ReconstructSettings(checkpoint=tiny_run["run"], profile="smoke", detail=True, overlay=False,
+                                   mesh_format="ply")
+    summary = reconstruct([seq], tmp_path / "out", settings, progress=False)
+    track = tmp_path / "out" / "tracks" / f"{seq.parent.name}__{seq.name}"
+    assert summary.tracks == 1 and not (track / "overlay.mp4").exists()
+    coarse, _ = read_ply(track / "meshes" / "00002.ply")
+    detailed, faces = read_ply(track / "meshes_detail" / "00002.ply")
+    model, _, _ = load_model(settings)
+    assert faces.shape == tuple(model.face_model.faces.shape)
+    moved = np.linalg.norm(detailed - coarse, axis=1)
+    assert moved.max() <= model.detail_decoder.out_scale * 2 + 1e-6  # |D| <= scale (+ fixed) along unit normals
+    assert (track / "uv_disp" / "00002.png").is_file()
