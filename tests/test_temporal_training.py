@@ -110,3 +110,37 @@ def test_temporal_detail_stage_keeps_e_tc_fixed(tiny_synth, tmp_path):
     after_c = {**_state(net.trunk_c), **{f"h.{k}": v for k, v in _state(net.head_c).items()}}
     _assert_same(before_c, after_c)  # E_Tc fixed, BatchNorm statistics included
     assert any(not torch.equal(v, _state(net.trunk_d)[k]) for k, v in before_d.items())
+
+
+def test_imagenet_trunks_when_the_file_is_there(tiny_synth, tmp_path):
+    """model.encoder_init=auto: torchvision's ResNet50 file in the assets folder -> both trunks start from
+    it (and a temporal pair shares them); a wrong file -> one error naming it; absent -> random."""
+    import torchvision
+
+    torch.manual_seed(5)
+    ref = torchvision.models.resnet50(weights=None)
+    import shutil
+
+    from tvface import assets as asset_registry
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+
+    ict = asset_registry.find("ict_model")
+    shutil.copy(ict, assets / ict.name)
+    torch.save(ref.state_dict(), assets / "resnet50-0676ba61.pth")
+    per_frame = build_reconstructor(training_cfg(tiny_synth), assets_root=assets, seed=0)
+    temporal = build_reconstructor(training_cfg(tiny_synth, **TEMPORAL), assets_root=assets, seed=0)
+    assert per_frame.encoder_init.startswith("imagenet:")
+    for enc in (per_frame.encoder.coarse, per_frame.encoder.detail):
+        torch.testing.assert_close(enc.stem[0].weight, ref.conv1.weight, rtol=0, atol=0)
+        torch.testing.assert_close(enc.layers[3][2].bn3.running_var, ref.layer4[2].bn3.running_var, rtol=0, atol=0)
+    _assert_same(_state(temporal.encoder.net.head_c.resnet), _state(per_frame.encoder.coarse.layers))
+    assert build_reconstructor(training_cfg(tiny_synth, **{"model.encoder_init": "random"}),
+                               assets_root=assets).encoder_init == "random"
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.weight": torch.zeros(3)}, bad)
+    with pytest.raises(ValueError, match=r"bad.pth: not torchvision's ResNet50 weights: missing \['bn1"):
+        build_reconstructor(training_cfg(tiny_synth, **{"model.encoder_init": str(bad)}))
+    with pytest.raises(FileNotFoundError, match="model.encoder_init=/nonexistent.pth: no such file"):
+        build_reconstructor(training_cfg(tiny_synth, **{"model.encoder_init": "/nonexistent.pth"}))

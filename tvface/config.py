@@ -205,6 +205,9 @@ class ModelConfig:
     # code MLP of each code, the detail decoder) start from the same numbers for the same seed, so a
     # per-frame and a temporal run of one seed differ only in what the temporal encoder adds.
     init_seed: int = -1
+    # ResNet50 trunks' starting weights: "auto" = torchvision's ImageNet ResNet50 (DECA's start) when its
+    # file is in TVFACE_ASSETS (asset imagenet_resnet50), else random; "random"; or a path to such a file.
+    encoder_init: str = "auto"
 
     def __post_init__(self) -> None:
         if self.encoder not in ("resnet", "temporal"):

@@ -419,6 +419,12 @@ def build_reconstructor(cfg, assets_root=None, face_model: FaceModel | None = No
     if seed is None:
         seed = mc.init_seed if mc.init_seed >= 0 else cfg.train.seed
     per_frame = _seeded(seed, lambda: PerFrameEncoders(sum(sizes.values()), mc.detail_size, mc.fc_dim))
+    encoder_init = _encoder_init(mc.encoder_init, assets_root)
+    if encoder_init is not None:  # both trunks from ImageNet (DECA's start); a temporal pair shares them below
+        from tvface.models.resnet_encoder import load_imagenet_trunk
+
+        for enc in (per_frame.coarse, per_frame.detail):
+            load_imagenet_trunk(enc, encoder_init)
     if mc.encoder == "resnet":
         encoder = per_frame
     else:
@@ -440,4 +446,21 @@ def build_reconstructor(cfg, assets_root=None, face_model: FaceModel | None = No
                           window=cfg.temporal.n_frames, window_stride=cfg.temporal.window_stride)
     decoder = _seeded(seed + 2, lambda: DetailDecoder(recon.detail_decoder.latent_dim, mc.detail_scale))
     recon.detail_decoder.load_state_dict(decoder.state_dict())
+    recon.encoder_init = f"imagenet:{encoder_init}" if encoder_init is not None else "random"
     return recon
+
+
+def _encoder_init(setting: str, assets_root=None):
+    """The ImageNet ResNet50 file ``model.encoder_init`` asks for, or None (random trunks)."""
+    from tvface import assets
+    from tvface.config import expand_path
+
+    if setting == "random":
+        return None
+    if setting == "auto":
+        return assets.find("imagenet_resnet50", assets_root)
+    path = expand_path(setting)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.encoder_init={setting}: no such file ({path}); use 'auto', 'random' or the "
+                                "path of torchvision's resnet50-*.pth")
+    return path

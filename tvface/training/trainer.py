@@ -218,7 +218,8 @@ class Trainer:
     def _init_weights(self, assets_root) -> dict:
         path = self.cfg.model.checkpoint
         if not path:
-            return {"init": "random", "seed": self.cfg.train.seed}
+            return {"init": "random", "seed": self.cfg.train.seed,
+                    "encoder_trunks": getattr(self.model, "encoder_init", "random")}
         p = expand_path(path)
         if p.name.endswith(".tar") or p.suffix == ".tar":
             from tvface.models.deca_weights import load_deca_weights
