@@ -159,12 +159,6 @@ class SmoothedMethod(CallableMethod):
         return _decode(self.model, codes, batch["image_size"])
 
 
-def model_method(name: str, model) -> CallableMethod:
-    """The model on whole sequences (sliding windows for a temporal encoder)."""
-    model.eval()
-    return CallableMethod(name, lambda b: _decode(model, _model_codes(model, b), b["image_size"]))
-
-
 def tune_smoothing(model, face, sequences: Sequence[BenchmarkSequence], method: str, grid: dict,
                    max_lag: float | None = None) -> dict:
     """Parameters of ``method`` with the lowest mean vertex error on ``sequences`` (lag <= ``max_lag``).
@@ -259,7 +253,7 @@ def evaluate_run(cfg: ProfileConfig, out_dir: Path, encoder: str, face, tune, te
     """Evaluate one trained run on the test part (smoothing tuned on the tuning part) and, without
     ground truth, on the ``real`` collected sequences; cached in ``eval.json`` (redone when the
     real sequences differ)."""
-    from tvface.evaluation.run import load_trained
+    from tvface.evaluation.run import load_trained, reconstructor_method
 
     path = Path(out_dir) / "eval.json"
     real = [str(p) for p in real]
@@ -268,7 +262,7 @@ def evaluate_run(cfg: ProfileConfig, out_dir: Path, encoder: str, face, tune, te
         if cached.get("real_sequences", []) == real:
             return cached
     model = load_trained(cfg, Path(out_dir))
-    methods: list = [model_method(METHOD_NAMES[encoder], model)]
+    methods: list = [reconstructor_method(model, METHOD_NAMES[encoder])]  # whole sequences (sliding windows)
     tuning = {}
     if encoder == "resnet":
         half_window = (cfg.temporal.n_frames - 1) / 2
