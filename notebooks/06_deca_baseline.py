@@ -25,6 +25,7 @@ profile = "cpu-demo"
 assets_dir = ""
 shared_dir = ""
 work_dir = ""
+overrides = []  # config overrides as `--set` takes them; `tvface book batch` sets them per grid cell
 
 # %%
 import json
@@ -37,6 +38,7 @@ from IPython.display import Markdown, display
 
 if assets_dir:
     os.environ["TVFACE_ASSETS"] = assets_dir
+from tvface import book
 from tvface.config import load_config
 from tvface.data import layout
 from tvface.data.collect.pipeline import collect
@@ -54,6 +56,7 @@ if smoke:  # a tiny set in the work folder: seconds, not minutes
     over = {"synth.root": str(root), "synth.gt_root": str(work / "synth-gt"), "data.root": str(root),
             "synth.n_sequences": 6, "synth.n_frames": 8, "synth.image_size": 64, "data.image_size": 64,
             "data.n_frames": 3, "data.val_fraction": 0.5, "render.uv_size": 32}
+over.update(book.override_items(overrides))
 cfg = load_config(profile, over)
 run_dir = work / "run"
 print(f"profile {cfg.name}: encoder {cfg.model.encoder} at {cfg.model.image_size}^2, "
@@ -123,6 +126,8 @@ display(Markdown(to_markdown(result)))
 
 # %%
 cell = {(r["method"], r["condition"]): r["vertex_mm_mean"] for r in result["results"]}
+book.record(vertex_mm={f"{m}/{c}": v for (m, c), v in cell.items()},
+            nme={f"{r['method']}/{r['condition']}": r["nme_mean"] for r in result["results"]})
 for cond in dict.fromkeys(r["condition"] for r in result["results"]):
     m, t = cell.get(("mean face", cond)), cell.get(("trained", cond))
     if m is not None and t is not None:

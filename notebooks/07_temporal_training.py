@@ -36,6 +36,7 @@ shared_dir = ""
 work_dir = ""
 study_dir = ""  # a finished `tvface study` folder (study.json) to show beside this run
 seed = 0
+overrides = []  # config overrides as `--set` takes them; `tvface book batch` sets them per grid cell
 
 # %%
 import json
@@ -49,6 +50,7 @@ from IPython.display import Markdown, display
 
 if assets_dir:
     os.environ["TVFACE_ASSETS"] = assets_dir
+from tvface import book
 from tvface.config import load_config
 from tvface.evaluation.benchmark import heldout_sequences, load_sequence
 from tvface.evaluation.metrics import face_region_vertices, vertex_error_mm
@@ -59,7 +61,7 @@ from tvface.viz import reconstruction_panels
 
 work = Path(work_dir or "/tmp/tvface-notebooks") / "07_temporal_training"
 # One seed at the book's scale (the profile's schedule at 64^2; a tiny set and encoder on smoke).
-settings, study_out = book_study(profile, work, seed)
+settings, study_out = book_study(profile, work, seed, extra_overrides=overrides)
 overrides = settings.overrides
 cfg = load_config(profile, list(overrides))
 print(f"profile {cfg.name}: {cfg.model.image_size}^2, T = {cfg.temporal.n_frames}, temporal variant "
@@ -104,6 +106,8 @@ plt.show()
 
 # %%
 display(Markdown(to_markdown(study)))
+book.record(seed=seed, **{name: {f"{r['method']}/{r['condition']}": r[f"{metric}_mean"] for r in study["rows"]}
+                          for name, metric in (("vertex_mm", "vertex_mm_mean"), ("accel_mm", "accel_mm_mean"))})
 
 # %% [markdown]
 # The verdict against the targets set before any result existed (vertex error <= 0.85x the per-frame

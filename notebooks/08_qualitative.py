@@ -25,6 +25,7 @@ assets_dir = ""
 shared_dir = ""
 work_dir = ""
 seed = 0
+overrides = []  # config overrides as `--set` takes them; `tvface book batch` sets them per grid cell
 
 # %%
 import os
@@ -45,7 +46,8 @@ from tvface.synthetic.writer import dataset_roots, generate, load_ground_truth
 from tvface.viz import reconstruction_panels, shape_over
 
 base = Path(work_dir or "/tmp/tvface-notebooks")
-settings, study_out = book_study(profile, base / "07_temporal_training", seed)  # the study of chapter 07
+settings, study_out = book_study(profile, base / "07_temporal_training", seed,  # the study of chapter 07
+                                 extra_overrides=overrides)
 cfg = load_config(profile, list(settings.overrides))
 generate(cfg, progress=False)
 run_study(profile, study_out, settings)  # cached when chapter 07 ran

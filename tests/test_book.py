@@ -24,6 +24,15 @@ def test_every_notebook_has_one_parameters_cell():
         assert "profile" in book._parameter_names(nb), f"{src}: no `profile` parameter"
 
 
+def test_grid_chapters_declare_overrides():
+    """`tvface book batch` passes config overrides to these chapters through an `overrides` parameter."""
+    import jupytext
+
+    for stem in ("06_deca_baseline", "07_temporal_training", "08_qualitative"):
+        src = book.NOTEBOOK_DIR / f"{stem}.py"
+        assert "overrides" in book._parameter_names(jupytext.read(src), src), f"{src}: no `overrides` parameter"
+
+
 @pytest.fixture(scope="module")
 def smoke_book(tmp_path_factory):
     return tmp_path_factory.mktemp("book")

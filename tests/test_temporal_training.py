@@ -89,7 +89,7 @@ def test_temporal_smoke_training_reduces_the_loss(tiny_synth, tmp_path):
                                                  "train.batch_size": 1})
     tr = Trainer(cfg, tmp_path / "run", progress=False)
     fixed = next(b for b in map(tr.data.batch, range(50)) if (b.landmark[..., 2] > 0).sum() >= 68)
-    tr.data.batch = lambda step, device="cpu": fixed
+    tr.data.batch = lambda step, device="cpu", dist=None: fixed
     (res,) = tr.run(["pretrain"])
     assert res.steps == 25 and res.skipped == 0
     lm = [json.loads(line)["landmark"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -51,7 +51,7 @@ def test_smoke_training_reduces_the_loss(tiny_synth, tmp_path):
     tr = Trainer(cfg, tmp_path / "run", progress=False)
     # A batch with landmarks to fit: at 64^2 the collection flags many frames (their weight is 0).
     fixed = next(b for b in map(tr.data.batch, range(50)) if (b.landmark[..., 2] > 0).sum() >= 68)
-    tr.data.batch = lambda step, device="cpu": fixed  # the same batch every step
+    tr.data.batch = lambda step, device="cpu", dist=None: fixed  # the same batch every step
     (res,) = tr.run(["pretrain"])
     assert res.steps == 25 and res.skipped == 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -3,9 +3,13 @@
 Notebooks are jupytext percent ``.py`` files under ``notebooks/`` with one ``parameters`` cell;
 executed ``.ipynb`` files are build outputs under ``book/generated/`` (ignored by git). The book's
 ``_config.yml`` / ``_toc.yml`` sit at the repository root and build with ``execute_notebooks: off``.
+
+A notebook calls :func:`record` to hand named results to ``tvface book batch`` (see
+:mod:`tvface.book_batch`); outside a batch run the call does nothing.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,13 +17,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from tvface import settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 BOOK_FILES = ("_config.yml", "_toc.yml")
+# The JSON file :func:`record` merges into; ``tvface book batch`` sets it for each notebook's kernel.
+RESULTS_ENV = "TVFACE_BOOK_RESULTS"
 
 
 class NotebookError(RuntimeError):
@@ -95,6 +101,48 @@ def _parameter_names(nb, source: Path | str = "notebook") -> set[str]:
                     for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
                     if isinstance(t, ast.Name)}
     raise NotebookError(f"{source} has no cell tagged 'parameters' (add `# %% tags=[\"parameters\"]`)")
+
+
+def record(**values: Any) -> None:
+    """Record named, JSON-able results of this notebook run, e.g. ``book.record(nme=1.9, seed=seed)``.
+
+    Merges ``values`` into the JSON file named by ``$TVFACE_BOOK_RESULTS`` (``tvface book batch`` sets
+    it per grid cell and copies the values into the cell's ``result.json``); a no-op when it is unset.
+    NumPy and torch scalars/arrays are stored as numbers/lists. Returns None, so the call shows no output.
+    """
+    target = os.environ.get(RESULTS_ENV)
+    if not target:
+        return None
+    from tvface.io.atomic import atomic_write_text
+
+    def builtin(obj: Any) -> Any:
+        if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays
+            return obj.tolist()
+        raise TypeError(f"book.record: a {type(obj).__name__} is not JSON-able; record numbers, strings, "
+                        f"lists or dicts of them")
+
+    path = Path(target)
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update(json.loads(json.dumps(values, default=builtin)))
+    atomic_write_text(path, json.dumps(merged, indent=1) + "\n")
+    return None
+
+
+def override_items(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["model.encoder=temporal", "train.lr=1e-4"]`` -> ``{"model.encoder": "temporal", "train.lr": 1e-4}``:
+    the ``overrides`` notebook parameter as a dotted-key mapping (values read as YAML, like ``--set``),
+    for notebooks that build their config overrides as a dict."""
+    import yaml
+
+    from tvface.config import ConfigError
+
+    items = {}
+    for item in overrides:
+        if "=" not in str(item):
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = str(item).split("=", 1)
+        items[key.strip()] = yaml.safe_load(raw)
+    return items
 
 
 def stage_book(dest: Path, generated: Path) -> Path:

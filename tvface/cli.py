@@ -5,6 +5,7 @@
     tvface config show --profile cpu-demo --set render.image_size=112
     tvface book run --profile smoke notebooks/01_face_models.py
     tvface book build
+    tvface book batch --grid grid.yaml --out DIR [--cell I | --list | --dry-run | --collect | --slurm-only]
     tvface collect ...                 # data collection (see `tvface collect -h`)
     tvface train --profile cpu-demo --stage all --out RUN_DIR [--resume]
     tvface evaluate --profile cpu-demo --checkpoint RUN_DIR --split val --json OUT.json
@@ -112,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.set_defaults(func=_cmd_book_run)
     p_build = bsub.add_parser("build", help="build the site from book/generated (executed notebooks)")
     p_build.set_defaults(func=_cmd_book_build)
+    from tvface.book_batch import add_batch_parser
+
+    add_batch_parser(bsub)
 
     try:
         from tvface.data.cli import add_collect_parser

@@ -255,6 +255,7 @@ class TrainConfig:
 
     device: str = "cpu"
     dtype: str = "auto"  # "auto" (bf16 autocast on CUDA or a CPU with AMX, else fp32) | "float32" | "bfloat16"
+    # | "float64" (the whole model and batch in double: numerical reference runs and tests, not speed)
     batch_size: int = 2
     steps: int = 10  # legacy total; unused by the staged trainer
     lr: float = 1e-4
@@ -271,10 +272,11 @@ class TrainConfig:
     image_every: int = 100  # image grids every n steps (0: never)
     checkpoint_every: int = 100  # atomic checkpoint every n steps (and at the end of every stage)
     threads: int = 0  # torch CPU threads (0: leave as is)
+    channels_last: bool = True  # CUDA only: encoders and frames in channels_last (faster convolutions on tensor cores)
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"train.dtype={self.dtype!r}; expected auto, float32 or bfloat16")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float64"):
+            raise ConfigError(f"train.dtype={self.dtype!r}; expected auto, float32, bfloat16 or float64")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 synthetic benchmark's held-out identities (:mod:`tvface.evaluation.benchmark`).
 
     tvface evaluate --profile cpu-demo --checkpoint RUN_DIR --split val --json OUT.json [--md OUT.md]
+    tvface evaluate now --images PRED_DIR --scans SCAN_DIR [--json OUT.json]   # NoW scan-to-mesh error
+
+``evaluate now`` is a subcommand of its own (:mod:`tvface.evaluation.now`), as ``assets build-ict`` is
+of ``assets``: without it, ``tvface evaluate`` runs the benchmark.
 """
 from __future__ import annotations
 
@@ -100,3 +104,7 @@ def add_evaluate_parser(subparsers) -> None:
     p.add_argument("--max-sequences", type=int, default=0, help="evaluate only the first N sequences (0: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (repeatable)")
     p.set_defaults(func=_cmd_evaluate)
+    from tvface.evaluation.now import add_now_parser
+
+    add_now_parser(p.add_subparsers(dest="evaluate_mode", title="other evaluations",
+                                    description="omit for the synthetic benchmark above"))

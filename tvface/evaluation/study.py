@@ -451,10 +451,12 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
     return study
 
 
-def book_study(profile: str, work: Path, seed: int = 0) -> tuple[StudySettings, Path]:
+def book_study(profile: str, work: Path, seed: int = 0,
+               extra_overrides: Sequence[str] = ()) -> tuple[StudySettings, Path]:
     """The one-seed study the book runs (chapters "Temporal encoder training" and "Qualitative
     results" share it): the profile's schedule at 64^2 (a temporal step costs ~3x a per-frame one), or
-    on ``smoke`` a tiny set and a tiny temporal encoder in ``work``. Returns (settings, study folder)."""
+    on ``smoke`` a tiny set and a tiny temporal encoder in ``work``. ``extra_overrides`` (``k=v``
+    strings, e.g. a ``tvface book batch`` grid cell's) come after these. Returns (settings, study folder)."""
     if Path(str(profile)).stem == "smoke":
         root = Path(work) / "synth"
         over = {"synth.root": root, "synth.gt_root": Path(work) / "synth-gt", "data.root": root,
@@ -465,7 +467,8 @@ def book_study(profile: str, work: Path, seed: int = 0) -> tuple[StudySettings, 
         fit_iters = 30
     else:
         over, fit_iters = {"model.image_size": 64}, 100
-    settings = StudySettings(seeds=(seed,), fit_iters=fit_iters, overrides=tuple(f"{k}={v}" for k, v in over.items()))
+    overrides = (*(f"{k}={v}" for k, v in over.items()), *extra_overrides)
+    settings = StudySettings(seeds=(seed,), fit_iters=fit_iters, overrides=tuple(overrides))
     return settings, Path(work) / "study"
 
 

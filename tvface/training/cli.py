@@ -1,6 +1,7 @@
 """``tvface train``: staged training of the reconstructor on a profile.
 
     tvface train --profile cpu-demo --stage all --out RUN_DIR [--resume] [--set train.coarse_steps=100]
+    torchrun --nproc_per_node 4 -m tvface.cli train --profile gpu-full --out RUN_DIR   # DDP, one node
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="tvface: %(message)s")
     cfg = load_config(args.profile, args.set)
     trainer = train(cfg, args.out, stage=args.stage, resume=args.resume, progress=not args.quiet)
+    if not trainer.dist.is_main:  # under torchrun: one summary, from rank 0
+        return 0
     print(json.dumps({"run": str(args.out), "global_step": trainer.global_step, "stages_done": trainer.done,
                       "precision": trainer.precision.to_dict(),
                       "losses_off": {k: v.reason for k, v in trainer.objective.status.items() if not v.on}},

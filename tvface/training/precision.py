@@ -53,7 +53,7 @@ class Precision:
 
     def autocast(self):
         """Autocast context for the forward pass (a no-op for float32)."""
-        if self.dtype == torch.float32:
+        if self.dtype in (torch.float32, torch.float64):
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
@@ -68,8 +68,10 @@ def resolve_precision(setting: str, device: str | torch.device) -> Precision:
         return Precision(torch.float32, device_type, "train.dtype=float32")
     if setting == "bfloat16":
         return Precision(torch.bfloat16, device_type, "train.dtype=bfloat16")
+    if setting == "float64":  # a numerical reference (model and batch in double), never a speed setting
+        return Precision(torch.float64, device_type, "train.dtype=float64")
     if setting != "auto":
-        raise ValueError(f"train.dtype must be auto, float32 or bfloat16, got {setting!r}")
+        raise ValueError(f"train.dtype must be auto, float32, bfloat16 or float64, got {setting!r}")
     if device_type == "cuda":
         if torch.cuda.is_bf16_supported():
             return Precision(torch.bfloat16, device_type, "auto: CUDA device with bf16")

@@ -18,6 +18,7 @@ Run folder::
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from tvface.config import ProfileConfig, config_to_dict, expand_path
 from tvface.data import layout
 from tvface.io.atomic import atomic_write_text
-from tvface.models.reconstructor import Codes, Reconstructor, build_reconstructor
+from tvface.models.reconstructor import Reconstructor, build_reconstructor
 from tvface.training.checkpoint import (
     LAST,
     CheckpointError,
@@ -42,6 +43,17 @@ from tvface.training.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+)
+from tvface.training.distributed import (
+    DistContext,
+    StepModule,
+    any_rank,
+    convert_batchnorm,
+    init_from_env,
+    mean_over_ranks,
+    rank_slice,
+    shutdown,
+    wrap_ddp,
 )
 from tvface.training.objective import STAGES, Batch, Objective
 from tvface.training.precision import cpu_name, resolve_precision
@@ -154,9 +166,12 @@ class TrainData:
             out.append((i, int(rng.integers(length - self.n_frames + 1))))
         return out
 
-    def batch(self, step: int, device: torch.device | str = "cpu") -> Batch:
+    def batch(self, step: int, device: torch.device | str = "cpu", dist: DistContext | None = None) -> Batch:
+        """The batch of global step ``step``; with ``dist``, this rank's contiguous share of its sequences."""
         imgs, lmks, masks = [], [], []
         chosen = self.indices(step)
+        if dist is not None and dist.enabled:
+            chosen = chosen[rank_slice(len(chosen), dist)]
         for i, s in chosen:
             img, mask, lmk = self._sequence(i)
             imgs.append(img[s:s + self.n_frames])
@@ -188,16 +203,20 @@ class Trainer:
     """Staged training of a :class:`Reconstructor` on a profile (see the module docstring)."""
 
     def __init__(self, cfg: ProfileConfig, out_dir: Path, assets_root: Path | None = None, progress: bool = True,
-                 data_root: Path | None = None, model: Reconstructor | None = None) -> None:
+                 data_root: Path | None = None, model: Reconstructor | None = None,
+                 dist: DistContext | None = None) -> None:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
-        self.progress = progress
+        self.dist = dist or DistContext()
+        self.progress = progress and self.dist.is_main
         tc = cfg.train
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
-        self.device = torch.device(tc.device if (tc.device != "cuda" or torch.cuda.is_available()) else "cpu")
-        if tc.device == "cuda" and self.device.type != "cuda":
+        if tc.device == "cuda" and not torch.cuda.is_available():
             raise TrainingError("train.device=cuda but no CUDA device is available; use --set train.device=cpu")
+        self.device = torch.device("cuda", self.dist.local_rank) if tc.device == "cuda" else torch.device(tc.device)
+        if self.dist.enabled:
+            rank_slice(tc.batch_size, self.dist)  # a global batch that does not split: one error before any work
         self.precision = resolve_precision(tc.dtype, self.device)
         torch.manual_seed(tc.seed)
         np.random.seed(tc.seed)
@@ -206,7 +225,15 @@ class Trainer:
         if self.model.temporal:
             self.data.flow_estimator = self.model.encoder.net.flow_estimator
         self.init_report = self._init_weights(assets_root)
-        self.objective = Objective.build(cfg.loss, assets_root, self.device)
+        if self.precision.dtype == torch.float64:
+            self.model.double()
+        if self.dist.enabled:
+            convert_batchnorm(self.model)  # BN statistics of the global batch (same state-dict keys)
+        if self.device.type == "cuda" and tc.channels_last:
+            self.model.encoder.to(memory_format=torch.channels_last)
+        self.objective = Objective.build(cfg.loss, assets_root, self.device, quiet=not self.dist.is_main)
+        self._step_module = StepModule(self.model, self.objective)
+        self._ddp: torch.nn.Module | None = None
         self.global_step = 0
         self.stage = None
         self.stage_step = 0
@@ -254,6 +281,11 @@ class Trainer:
             p.requires_grad_(True)
 
     def _new_optimizer(self, stage: str) -> torch.optim.Optimizer:
+        if self.dist.enabled:  # DDP registers the parameters that require grad now: one wrapper per stage
+            if self._ddp is not None:  # the old wrapper's gradient hooks go with it (else grads sync twice)
+                self._ddp = None
+                gc.collect()
+            self._ddp = wrap_ddp(self._step_module, self.dist, self.device)
         return torch.optim.Adam(self._trainable(stage), lr=self.cfg.train.lr)
 
     @property
@@ -273,7 +305,10 @@ class Trainer:
                 "describe": self.model.describe()}
 
     def save(self) -> Path:
-        return save_checkpoint(self.out_dir / LAST, self._payload())
+        """Write ``last.pt`` (rank 0 only under torchrun: every rank holds the same state)."""
+        if self.dist.is_main:
+            save_checkpoint(self.out_dir / LAST, self._payload())
+        return self.out_dir / LAST
 
     def resume(self, path: Path | None = None) -> None:
         path = Path(path) if path is not None else self.out_dir / LAST
@@ -292,14 +327,17 @@ class Trainer:
 
     def _truncate_metrics(self) -> None:
         path = self.out_dir / "metrics.jsonl"
-        if path.is_file():
+        if path.is_file() and self.dist.is_main:
             keep = [line for line in path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= self.global_step]
             atomic_write_text(path, "".join(k + "\n" for k in keep))
 
     def write_manifest(self, extra: dict | None = None) -> None:
-        m = {"config": config_to_dict(self.cfg), "precision": self.precision.to_dict(),
-             "device": str(self.device), "cpu": cpu_name(), "torch": torch.__version__,
+        if not self.dist.is_main:
+            return
+        m = {"distributed": self.dist.to_dict(), "config": config_to_dict(self.cfg),
+             "precision": self.precision.to_dict(), "device": str(self.device), "cpu": cpu_name(),
+             "torch": torch.__version__,
              "python": platform.python_version(), "threads": torch.get_num_threads(),
              "losses": self.objective.manifest(), "model": self.model.describe(), "init": self.init_report,
              "data": {"root": str(self.data.root), "train_sequences": len(self.data),
@@ -313,18 +351,18 @@ class Trainer:
         """One optimiser step; returns (terms as floats incl. ``total``, decoded). A non-finite loss raises
         :class:`_NonFinite` with the model exactly as before the step (BatchNorm statistics restored)."""
         saved = [(b, b.clone()) for b in self._buffers()]
+        image, landmark, mask, flows = batch.image, batch.landmark, batch.mask, batch.flows
+        if self.precision.dtype == torch.float64:
+            image, landmark, mask = image.double(), landmark.double(), mask.double()
+        if self.device.type == "cuda" and self.cfg.train.channels_last:
+            image = image.flatten(0, 1).contiguous(memory_format=torch.channels_last).view_as(image)
+        step = self._ddp if self._ddp is not None else self._step_module
         with self.precision.autocast():
-            kw = {} if batch.flows is None else {"flows": batch.flows}
-            if stage == "detail":  # E_c frozen (no parameter of it requires grad): its codes carry no graph
-                codes = self.model.encode(batch.image, with_detail=True, **kw)
-                codes = Codes({k: v.detach() for k, v in codes.coarse.items()}, codes.detail)
-            else:
-                codes = self.model.encode(batch.image, with_detail=False, **kw)
-            terms, dec = self.objective(self.model, codes, batch, stage)
+            terms, dec = step(image, landmark, mask, flows, stage)
         total = sum(t.float() for t in terms.values())
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(total):
-            bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+        if any_rank(not bool(torch.isfinite(total)), self.dist, self.device):  # every rank skips together
+            bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["(another rank)"]
             with torch.no_grad():
                 for b, v in saved:
                     b.copy_(v)
@@ -333,12 +371,17 @@ class Trainer:
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._trainable(stage), self.cfg.train.grad_clip)
         self.optimizer.step()
-        return {"total": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}, dec
+        names = ["total", *terms]
+        values = mean_over_ranks(torch.stack([total.detach(), *(v.detach().float() for v in terms.values())]),
+                                 self.dist).tolist()
+        return dict(zip(names, values)), dec
 
     def _buffers(self) -> list[torch.Tensor]:
         return [b for m in (self.model.encoder, self.model.detail_decoder) for b in m.buffers()]
 
     def _log(self, stage: str, values: dict[str, float], rate: float) -> None:
+        if not self.dist.is_main:
+            return
         for k, v in values.items():
             self.writer.add_scalar(f"{stage}/{k}", v, self.global_step)
         with open(self.out_dir / "metrics.jsonl", "a") as f:
@@ -346,6 +389,8 @@ class Trainer:
                                 "it_s": round(rate, 3), **{k: round(v, 6) for k, v in values.items()}}) + "\n")
 
     def _log_images(self, stage: str, batch: Batch, dec) -> None:
+        if not self.dist.is_main:
+            return
         from tvface.viz import training_grid
 
         self.writer.add_image(f"{stage}/grid", training_grid(batch, dec), self.global_step)
@@ -391,7 +436,7 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=self.stage_step, desc=stage, unit="it", disable=not self.progress,
                    dynamic_ncols=True)
         while self.stage_step < total_steps and (budget is None or steps_here < budget):
-            batch = self.data.batch(self.global_step, self.device)
+            batch = self.data.batch(self.global_step, self.device, self.dist)
             t_step = time.perf_counter()
             try:
                 values, dec = self.step(batch, stage)
@@ -400,8 +445,9 @@ class Trainer:
                 bad_in_row += 1
                 skipped += 1
                 log.warning("step %d (%s): non-finite loss in %s; step skipped", self.global_step, stage, exc.terms)
-                with open(self.out_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"stage": stage, "step": self.global_step, "skipped": exc.terms}) + "\n")
+                if self.dist.is_main:
+                    with open(self.out_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps({"stage": stage, "step": self.global_step, "skipped": exc.terms}) + "\n")
                 if bad_in_row >= self.cfg.loss.max_bad_steps:
                     self.save()
                     raise TrainingError(
@@ -442,16 +488,24 @@ class _NonFinite(Exception):
 
 def train(cfg: ProfileConfig, out_dir: Path, stage: str = "all", resume: bool = False,
           progress: bool = True, assets_root: Path | None = None) -> Trainer:
-    """What ``tvface train`` does: build, optionally resume, run the stage(s), return the trainer."""
+    """What ``tvface train`` does: build, optionally resume, run the stage(s), return the trainer.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process joins the group and trains its share of the
+    global batch (:mod:`tvface.training.distributed`).
+    """
     stages = list(STAGES) if stage == "all" else [stage]
     out_dir = Path(out_dir)
     if not resume and (out_dir / LAST).exists():
         raise TrainingError(f"{out_dir} already holds a run ({LAST}); pass --resume to continue it or choose "
                             "another --out")
-    trainer = Trainer(cfg, out_dir, assets_root=assets_root, progress=progress)
-    if resume:
-        if not (out_dir / LAST).exists():
-            raise TrainingError(f"--resume: no checkpoint {out_dir / LAST}; start without --resume")
-        trainer.resume()
-    trainer.run(stages)
+    if resume and not (out_dir / LAST).exists():
+        raise TrainingError(f"--resume: no checkpoint {out_dir / LAST}; start without --resume")
+    ctx = init_from_env(cfg.train.device)
+    try:
+        trainer = Trainer(cfg, out_dir, assets_root=assets_root, progress=progress, dist=ctx)
+        if resume:
+            trainer.resume()
+        trainer.run(stages)
+    finally:
+        shutdown(ctx)
     return trainer
