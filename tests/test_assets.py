@@ -68,3 +68,27 @@ def test_resolve_backend_auto_explicit_and_bad(tmp_path):
     assert resolve("data.descriptor", "none", "vggface2", "vggface2", ("dlib", "none"), tmp_path) == "none"
     with pytest.raises(ValueError, match="data.masks must be one of"):
         resolve("data.masks", "hull", "bisenet", "bisenet", ("landmarks",), tmp_path)
+
+
+def test_profile_needs_name_the_paper_assets_and_their_fallbacks(tmp_path, capsys):
+    from tvface.cli import main
+    from tvface.config import load_config
+
+    cfg = load_config("gpu-full")
+    needs = {n.filename: n for n in assets.profile_needs(cfg, tmp_path)}
+    for key in ("flame_model", "vggface2", "fan", "bisenet", "spynet", "imagenet_resnet50"):
+        assert assets.get(key).filename in needs, key
+    assert not any(n.present for n in needs.values())
+    assert needs["generic_model.pkl"].fatal and not needs["resnet50_ft_weight.pkl"].fatal
+    assert needs["resnet50_ft_weight.pkl"].without == "identity loss off"
+    assert main(["assets", "--assets-dir", str(tmp_path), "--profile", "gpu-full"]) == 1  # FLAME missing: cannot run
+    assert "MISSING generic_model.pkl" in capsys.readouterr().out
+    for key in ("flame_model", "flame_template", "flame_landmarks", "fan", "bisenet", "spynet"):
+        (tmp_path / assets.get(key).filename).write_bytes(b"x")
+    needs = {n.filename: n for n in assets.profile_needs(cfg, tmp_path)}
+    assert needs["generic_model.pkl"].present and not needs["resnet50_ft_weight.pkl"].present
+    assert main(["assets", "--assets-dir", str(tmp_path), "--profile", "gpu-full"]) == 0  # only optional ones missing
+    # The offline demo uses no FLAME file and nothing it cannot run without but the ICT model.
+    demo = assets.profile_needs(load_config("cpu-demo"), tmp_path)
+    assert [n.filename for n in demo if n.fatal] == ["ict_facekit_model.npz"]
+    assert not any("generic_model" in n.filename for n in demo)

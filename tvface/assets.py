@@ -150,3 +150,82 @@ def format_table(root: Path | None = None, markdown: bool = False) -> str:
         if r["status"] == "missing":
             lines.append(" " * (sum(widths.values()) + 6) + f"  -> {r['how to get it']}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- what a profile uses
+VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's ImageNet VGG19 (ID-MRF loss), read from the assets folder
+
+
+@dataclass(frozen=True)
+class Need:
+    """One file a profile uses: what for, whether it is here, and what happens without it."""
+
+    filename: str
+    role: str
+    present: bool
+    without: str  # "error: ..." (the run cannot start) or the fallback the run takes
+    how_to_get: str = ""
+
+    @property
+    def fatal(self) -> bool:
+        return self.without.startswith("error")
+
+
+def profile_needs(cfg, root: Path | None = None) -> list[Need]:
+    """The user files profile ``cfg`` reads (training, evaluation, collection), each with its fallback.
+
+    ``gpu-full`` and ``paper`` name the paper's assets (FLAME, DECA's weights, VGGFace2, VGG19, 2D-FAN,
+    BiSeNet, SPyNet); ``tvface assets --profile P`` and the start of ``tvface train`` print this list.
+    """
+    out: list[Need] = []
+
+    def add(key: str, role: str, without: str) -> None:
+        a = get(key)
+        out.append(Need(a.filename, role, a.present(root), without, a.how_to_get))
+
+    if cfg.face_model.kind == "flame":
+        for key in ("flame_model", "flame_template", "flame_landmarks"):
+            add(key, "FLAME face model", "error: the FLAME profile cannot build its face model")
+        add("flame_uv_face_eye_mask", "detail region (UV)", "detail applies over the whole UV map")
+        add("flame_fixed_displacement", "DECA's fixed displacement", "no fixed displacement")
+        if cfg.face_model.albedo in ("auto", "flame"):
+            present = any(get(k).present(root) for k in ("flame_texture", "flame_albedo_bfm"))
+            out.append(Need(f"{get('flame_texture').filename} | {get('flame_albedo_bfm').filename}",
+                            "FLAME albedo space", present,
+                            "error: face_model.albedo=flame" if cfg.face_model.albedo == "flame"
+                            else "tvface's built-in low-rank albedo", get("flame_albedo_bfm").how_to_get))
+    else:
+        add("ict_model", "ICT-FaceKit face model", "error: `tvface assets build-ict` (make book does it)")
+    ckpt = str(cfg.model.checkpoint or "")
+    if ckpt.endswith(".tar"):
+        out.append(Need(Path(ckpt).name, "DECA's released weights (model.checkpoint)",
+                        Path(ckpt).expanduser().is_file(), "error: model.checkpoint names a missing file",
+                        get("deca_model").how_to_get))
+    elif cfg.model.encoder_init == "auto":
+        add("imagenet_resnet50", "ImageNet start of the ResNet50 trunks", "random initialisation")
+    if cfg.loss.identity > 0:
+        add("vggface2", "identity loss (VGGFace2)", "identity loss off")
+    if cfg.loss.mrf > 0:
+        root_ = root or settings.assets_dir()
+        out.append(Need(VGG19_FILE, "ID-MRF loss (VGG19)", (root_ / VGG19_FILE).is_file(), "ID-MRF loss off",
+                        f"https://download.pytorch.org/models/{VGG19_FILE}"))
+    if cfg.data.landmarks in ("auto", "fan"):
+        add("fan", "2D-FAN landmarks (collection)",
+            "error: data.landmarks=fan" if cfg.data.landmarks == "fan" else "dlib's 68-point landmarks")
+    if cfg.data.masks in ("auto", "bisenet"):
+        add("bisenet", "BiSeNet face-parsing masks (collection)",
+            "error: data.masks=bisenet" if cfg.data.masks == "bisenet" else "masks from the landmark hull")
+    if cfg.temporal.flow == "spynet":
+        add("spynet", "SPyNet flow of the temporal encoder",
+            "error with model.encoder=temporal (untrained flow is meaningless; set temporal.flow=dis)")
+    return out
+
+
+def format_needs(needs: list[Need], profile: str) -> str:
+    """One line per file: ``found`` / ``MISSING`` and, when missing, what the run does instead."""
+    lines = [f"profile {profile}: files it uses ({sum(n.present for n in needs)} of {len(needs)} found)"]
+    for n in needs:
+        state = "found  " if n.present else "MISSING"
+        tail = "" if n.present else f" -> {n.without}" + (f" (get: {n.how_to_get})" if n.how_to_get else "")
+        lines.append(f"  {state} {n.filename:34s} {n.role}{tail}")
+    return "\n".join(lines)

@@ -1,6 +1,7 @@
 """``tvface`` command line: argparse -> config -> a library call.
 
     tvface assets                      # what is present, what it enables, how to get the rest
+    tvface assets --profile gpu-full   # + the files that profile uses and what it does without each
     tvface assets build-ict [--source DIR|ZIP|TAR] [--out FILE]
     tvface config show --profile cpu-demo --set render.image_size=112
     tvface book run --profile smoke notebooks/01_face_models.py
@@ -27,6 +28,11 @@ def _cmd_assets(args: argparse.Namespace) -> int:
     root = Path(args.assets_dir) if args.assets_dir else None
     print(f"assets folder: {root or settings.assets_dir()}  (set TVFACE_ASSETS to change)")
     print(assets.format_table(root, markdown=args.markdown))
+    if args.profile:
+        needs = assets.profile_needs(load_config(args.profile, []), root)
+        print("\n" + assets.format_needs(needs, args.profile))
+        if any(n.fatal and not n.present for n in needs):
+            return 1
     if args.check:
         from tvface.asset_checks import check_assets
 
@@ -84,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_assets = sub.add_parser("assets", help="list user assets; build the ICT model")
     p_assets.add_argument("--assets-dir", default="", help="folder to inspect (default $TVFACE_ASSETS)")
     p_assets.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p_assets.add_argument("--profile", default="", help="also list the files this profile uses, each found or "
+                          "missing with what the run does without it (exit 1: one it cannot run without is missing)")
     p_assets.add_argument("--check", action="store_true",
                           help="open every present file with its loader and report errors")
     p_assets.set_defaults(func=_cmd_assets)

@@ -220,6 +220,12 @@ class Trainer:
         self.precision = resolve_precision(tc.dtype, self.device)
         torch.manual_seed(tc.seed)
         np.random.seed(tc.seed)
+        from tvface import assets
+
+        self.needs = assets.profile_needs(cfg, assets_root)
+        missing = [f"{n.filename} ({n.role} -> {n.without})" for n in self.needs if not n.present]
+        if missing and self.dist.is_main:
+            log.warning("profile %s runs without: %s", cfg.name, "; ".join(missing))
         self.data = TrainData(cfg, "train", data_root)  # fails here, before any model is built, on bad data
         self.model = (model if model is not None else build_reconstructor(cfg, assets_root)).to(self.device)
         if self.model.temporal:
@@ -339,6 +345,8 @@ class Trainer:
              "precision": self.precision.to_dict(), "device": str(self.device), "cpu": cpu_name(),
              "torch": torch.__version__,
              "python": platform.python_version(), "threads": torch.get_num_threads(),
+             "assets": [{"file": n.filename, "role": n.role, "found": n.present,
+                         **({} if n.present else {"without": n.without})} for n in self.needs],
              "losses": self.objective.manifest(), "model": self.model.describe(), "init": self.init_report,
              "data": {"root": str(self.data.root), "train_sequences": len(self.data),
                       "steps_per_epoch": self.data.steps_per_epoch,
