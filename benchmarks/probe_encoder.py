@@ -29,6 +29,15 @@ from tvface.training.precision import cpu_name
 from tvface.training.trainer import TrainData
 
 
+def _to_group_norm(net: torch.nn.Module) -> None:
+    """Every BatchNorm2d -> GroupNorm(32 groups, same channels, affine): statistics per sample."""
+    for name, child in net.named_children():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            setattr(net, name, torch.nn.GroupNorm(32, child.num_features))
+        else:
+            _to_group_norm(child)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu-demo")
@@ -39,9 +48,13 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--norm", choices=["batch", "group"], default="batch",
+                    help="the trunk's normalisation: BatchNorm (DECA) or GroupNorm(32) (per-sample statistics)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="profile override, e.g. train.batch_size=10 --set data.n_frames=1 (batch composition)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.profile, {"model.image_size": args.size})
+    cfg = load_config(args.profile, [f"model.image_size={args.size}", *args.set])
     data = TrainData(cfg, "train")
     gt_root = data.root.parent / f"{data.root.name}-gt"
     poses = {}
@@ -57,9 +70,12 @@ def main() -> None:
             last.bias.zero_()
     else:
         net = torchvision.models.resnet18(weights=None, num_classes=3)
+    if args.norm == "group":
+        _to_group_norm(net)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     t = cfg.data.n_frames
-    print(f"CPU: {cpu_name()}, {args.threads} threads; {args.arch} at {args.size}^2, lr {args.lr}, batch "
+    print(f"CPU: {cpu_name()}, {args.threads} threads; {args.arch} ({args.norm} norm) at {args.size}^2, "
+          f"lr {args.lr}, batch "
           f"{cfg.train.batch_size} x {t}, {len(data)} training sequences")
     losses, zero = [], []
     t0 = time.perf_counter()

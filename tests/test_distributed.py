@@ -112,7 +112,7 @@ def test_two_gloo_ranks_equal_one_process(oracle_synth, tmp_path):
 
     cfg = training_cfg(oracle_synth, **{"train.pretrain_steps": 2, "train.coarse_steps": 1, "train.batch_size": 2,
                                         "train.threads": 1, "train.lr": 1e-4, "train.dtype": "float64",
-                                        "loss.identity": 0.0})
+                                        "loss.identity": 0.0, "model.norm": "batch"})
     profile = tmp_path / "profile.yaml"
     profile.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 

@@ -208,8 +208,14 @@ class ModelConfig:
     # ResNet50 trunks' starting weights: "auto" = torchvision's ImageNet ResNet50 (DECA's start) when its
     # file is in TVFACE_ASSETS (asset imagenet_resnet50), else random; "random"; or a path to such a file.
     encoder_init: str = "auto"
+    # The encoders' normalisation (tvface.models.norm): "auto" = BatchNorm when the trunks start from
+    # ImageNet or DECA's weights, GroupNorm(32) when they start from random weights (batches of 2
+    # sequences x 5 frames defeat BatchNorm); "batch" (DECA, the report) or "group" to force one.
+    norm: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.norm not in ("auto", "batch", "group"):
+            raise ConfigError(f"model.norm={self.norm!r}; expected 'auto', 'batch' or 'group'")
         if self.encoder not in ("resnet", "temporal"):
             raise ConfigError(f"model.encoder={self.encoder!r}; expected 'resnet' or 'temporal'")
         if len(self.cam_prior) != 3:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tvface.face_models.base import FaceModel
+from tvface.models.norm import resolve_norm, to_group_norm
 from tvface.models.resnet_encoder import ResnetEncoder
 from tvface.rendering.camera import orth_to_screen
 from tvface.rendering.renderer import MeshRenderer, RenderOutput
@@ -355,7 +356,7 @@ class Reconstructor(nn.Module):
         """What a checkpoint records to refuse loading into another model/config."""
         return {"face_model": self.face_model.name, "n_verts": self.face_model.n_verts, "code_sizes": self.sizes,
                 "detail_size": self.detail_size, "encoder": type(self.encoder).__name__,
-                "image_size": self.image_size}
+                "image_size": self.image_size, "norm": getattr(self, "norm", "batch")}
 
 
 def detail_uv_mask(face_model: FaceModel, uv_size: int, assets_root=None) -> Tensor | None:
@@ -425,10 +426,19 @@ def build_reconstructor(cfg, assets_root=None, face_model: FaceModel | None = No
 
         for enc in (per_frame.coarse, per_frame.detail):
             load_imagenet_trunk(enc, encoder_init)
+    deca_init = str(mc.checkpoint).endswith(".tar")
+    norm = resolve_norm(mc.norm, pretrained=encoder_init is not None or deca_init)
+    if norm == "group" and deca_init:
+        raise ValueError(f"model.norm=group cannot load DECA's weights ({mc.checkpoint}): they are BatchNorm "
+                         "weights; use model.norm=batch (or auto)")
+    if norm == "group":
+        to_group_norm(per_frame)
     if mc.encoder == "resnet":
         encoder = per_frame
     else:
         encoder = _seeded(seed + 1, lambda: TemporalEncoderPair(cfg.temporal, sum(sizes.values()), mc.detail_size))
+        if norm == "group":
+            to_group_norm(encoder)
         share_initialisation(encoder, per_frame)
     if mc.init_scale != 1.0:
         for m in encoder.coarse_modules()[-1:] + encoder.detail_modules()[-1:]:
@@ -447,6 +457,7 @@ def build_reconstructor(cfg, assets_root=None, face_model: FaceModel | None = No
     decoder = _seeded(seed + 2, lambda: DetailDecoder(recon.detail_decoder.latent_dim, mc.detail_scale))
     recon.detail_decoder.load_state_dict(decoder.state_dict())
     recon.encoder_init = f"imagenet:{encoder_init}" if encoder_init is not None else "random"
+    recon.norm = norm
     return recon
 
 

@@ -22,6 +22,7 @@ import torch
 FORMAT = "tvface-checkpoint-1"
 LAST = "last.pt"
 PREVIOUS = "previous.pt"
+DESCRIBE_DEFAULTS = {"norm": "batch"}  # what checkpoints written before a key existed were
 
 
 class CheckpointError(ValueError):
@@ -78,7 +79,7 @@ def load_checkpoint(path: Path) -> dict:
 
 def check_compatible(ckpt: dict, describe: dict, path: Path) -> None:
     """Refuse a checkpoint made for another face model, code layout or encoder (one message, every difference)."""
-    theirs = ckpt.get("describe", {})
+    theirs = {**DESCRIBE_DEFAULTS, **ckpt.get("describe", {})}
     diffs = [f"{k}: checkpoint {theirs.get(k)!r}, this config {v!r}" for k, v in describe.items()
              if theirs.get(k) != v]
     if diffs:
