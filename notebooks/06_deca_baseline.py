@@ -45,7 +45,7 @@ from tvface.data.collect.pipeline import collect
 from tvface.evaluation.benchmark import heldout_sequences, load_sequence, to_markdown, write_results
 from tvface.evaluation.run import load_trained, run_benchmark
 from tvface.synthetic.writer import dataset_roots, generate
-from tvface.training import Trainer
+from tvface.training.trainer import open_run
 from tvface.viz import reconstruction_panels
 
 work = Path(work_dir or "/tmp/tvface-notebooks") / "06_deca_baseline"
@@ -74,14 +74,13 @@ print({k: summary[k] for k in ("root", "n_sequences", "n_frames", "skipped", "wr
 
 # %% [markdown]
 # ## Training
-# `Trainer.run` resumes from `run/last.pt` when the book is executed again; the run's manifest
+# `open_run` continues `run/last.pt` when the book is executed again (a run made for another config is
+# moved aside to `run.stale-N`); the run's manifest
 # records the precision chosen for this CPU and which loss terms were on (a term whose network file
 # is absent, VGGFace2 or VGG19, is off with the reason).
 
 # %%
-trainer = Trainer(cfg, run_dir, progress=False)
-if (run_dir / "last.pt").exists():
-    trainer.resume()
+trainer = open_run(cfg, run_dir)  # continues run/ (a run made for another config is moved aside)
 trainer.run(["pretrain", "coarse", "detail"])
 manifest = json.loads((run_dir / "manifest.json").read_text())
 print("precision:", manifest["precision"])

@@ -198,3 +198,21 @@ def test_cli_evaluate_reports_every_method_and_refuses_another_config(tiny_synth
     assert main(["evaluate", "--profile", "smoke", "--checkpoint", str(run), "--fit-iters", "5", *flags,
                  "--set", "model.image_size=64"]) == 2
     assert "image_size" in capsys.readouterr().err
+
+
+def test_open_run_moves_a_run_of_another_config_aside(tiny_synth, tmp_path, capsys):
+    """What the book does when executed again after a profile change: the old run is kept, renamed."""
+    from tvface.training.trainer import open_run
+
+    cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 1})
+    first = open_run(cfg, tmp_path / "run")
+    first.run(["pretrain"])
+    again = open_run(cfg, tmp_path / "run")  # same config: continues (nothing left to do)
+    assert again.global_step == 1 and [d["stage"] for d in again.done] == ["pretrain"]
+    other = training_cfg(tiny_synth, **{"train.pretrain_steps": 1, "model.image_size": 48})
+    fresh = open_run(other, tmp_path / "run")
+    assert fresh.global_step == 0 and not (tmp_path / "run").exists()
+    assert (tmp_path / "run.stale-1" / "last.pt").is_file()
+    assert "image_size: checkpoint 32, this config 48" in capsys.readouterr().out
+    fresh.run(["pretrain"])
+    assert (tmp_path / "run" / "last.pt").is_file()

@@ -236,12 +236,9 @@ def run_dir(out: Path, encoder: str, seed: int) -> Path:
 def train_run(cfg: ProfileConfig, out_dir: Path, stages: Sequence[str] = STUDY_STAGES, progress: bool = False):
     """Train (or finish, or skip) the ``stages`` of one run; returns the trainer. A run that already
     went further (e.g. a ``tvface train --stage all`` run of the same profile and seed) is used as it is."""
-    from tvface.training.checkpoint import LAST
-    from tvface.training.trainer import Trainer
+    from tvface.training.trainer import open_run
 
-    trainer = Trainer(cfg, out_dir, progress=progress)
-    if (Path(out_dir) / LAST).exists():
-        trainer.resume()
+    trainer = open_run(cfg, out_dir, progress=progress)  # a run made for another config is moved aside
     done = {d["stage"] for d in trainer.done}
     if not set(stages) <= done:
         trainer.run([s for s in stages if s not in done])

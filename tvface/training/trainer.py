@@ -22,6 +22,7 @@ import gc
 import json
 import logging
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -492,6 +493,31 @@ class _NonFinite(Exception):
     def __init__(self, terms: list[str]) -> None:
         super().__init__(", ".join(terms))
         self.terms = terms
+
+
+def open_run(cfg: ProfileConfig, out_dir: Path, progress: bool = False, **kwargs) -> Trainer:
+    """A :class:`Trainer` on ``out_dir`` that continues the run there, if there is one (what the book and
+    the study do when executed again).
+
+    A run made for another model or config (a checkpoint :func:`check_compatible` refuses, e.g. after
+    the profile's encoder size changed) is not deleted: it is renamed to ``<out_dir>.stale-<n>``, one
+    line says so, and a new run starts in ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    trainer = Trainer(cfg, out_dir, progress=progress, **kwargs)
+    if (out_dir / LAST).exists():
+        try:
+            trainer.resume()
+        except CheckpointError as exc:
+            n = 1
+            while out_dir.with_name(f"{out_dir.name}.stale-{n}").exists():
+                n += 1
+            aside = out_dir.with_name(f"{out_dir.name}.stale-{n}")
+            os.replace(out_dir, aside)
+            reason = str(exc).split(" config: ", 1)[-1].split(". Use ", 1)[0]
+            print(f"{out_dir}: the run there was made for another model or config ({reason}); moved to {aside}, "
+                  "starting a new run")
+    return trainer
 
 
 def train(cfg: ProfileConfig, out_dir: Path, stage: str = "all", resume: bool = False,
