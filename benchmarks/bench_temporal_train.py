@@ -23,31 +23,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-from bench_train import timed_together  # the script's folder is on sys.path
+from bench_scale import _Stepper  # the trainer's own step on a fixed batch (the script's folder is on sys.path)
+from bench_train import timed_together
 
 from tvface.config import load_config
 from tvface.models.reconstructor import build_reconstructor
 from tvface.training.objective import Batch, Objective
-from tvface.training.precision import cpu_name
-
-
-class _Stepper:
-    """The trainer's step (:meth:`tvface.training.trainer.Trainer.step`) on a model and a fixed batch,
-    without a dataset: the same method, bound to a minimal object."""
-
-    def __init__(self, cfg, model, objective) -> None:
-        from tvface.training.precision import resolve_precision
-        from tvface.training.trainer import Trainer
-
-        self.cfg, self.model, self.objective = cfg, model, objective
-        self.precision = resolve_precision("float32", torch.device("cpu"))
-        self._buffers = Trainer._buffers.__get__(self)
-        self._trainable = lambda stage: model.coarse_parameters()
-        self.optimizer = torch.optim.Adam(model.coarse_parameters(), lr=cfg.train.lr)
-        self._step = Trainer.step.__get__(self)
-
-    def __call__(self, batch: Batch) -> None:
-        self._step(batch, "coarse")
+from tvface.training.precision import cpu_name, resolve_precision
 
 
 def _at_stride(model, stride: int, fn):
@@ -93,7 +75,7 @@ def main() -> None:
     steppers = {}
     for enc, (cfg, model) in models.items():
         model.train()
-        steppers[enc] = _Stepper(cfg, model, objective)
+        steppers[enc] = _Stepper(cfg, model, objective, resolve_precision("float32", "cpu"), torch.device("cpu"))
     n = b * t
     train = timed_together({enc: (lambda e=enc: steppers[e](batches[e])) for enc in models}, args.repeats)
     seq = torch.rand(1, args.length, 3, size, size)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from _training_fixtures import training_cfg
+from _training_fixtures import make_tiny_synth, training_cfg
 
 from tvface.config import config_to_dict
 from tvface.training.checkpoint import load_checkpoint
@@ -83,19 +83,8 @@ def _torchrun(args: list[str], n: int = 2, timeout: int = 600) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def oracle_synth(tmp_path_factory) -> dict:
-    """4 sequences x 6 frames at 64^2 with the ground-truth landmarks as inputs (every weight 1)."""
-    from tvface import assets
-    from tvface.config import load_config
-    from tvface.synthetic.writer import generate
-
-    if assets.find("ict_model") is None:
-        pytest.skip("ICT model not built (tvface assets build-ict)")
-    root = tmp_path_factory.mktemp("synth") / "oracle"
-    cfg = load_config("smoke", {"synth.root": str(root), "synth.gt_root": f"{root}-gt", "synth.n_sequences": 6,
-                                "synth.n_frames": 6, "synth.image_size": 64, "synth.workers": 1, "synth.oracle": True,
-                                "data.root": str(root), "data.image_size": 64})
-    generate(cfg, workers=1, progress=False)
-    return {"root": root}
+    """6 sequences x 6 frames at 64^2 with the ground-truth landmarks as inputs (every weight 1)."""
+    return make_tiny_synth(tmp_path_factory.mktemp("synth") / "oracle", n_frames=6, **{"synth.oracle": True})
 
 
 def test_two_gloo_ranks_equal_one_process(oracle_synth, tmp_path):
