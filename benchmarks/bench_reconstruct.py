@@ -1,6 +1,10 @@
 """``tvface reconstruct`` on frames already collected: the pipeline's overhead over the bare encoder.
 
     python benchmarks/bench_reconstruct.py --checkpoint RUN_DIR --data COLLECTED_DATASET [--detail]
+    python benchmarks/bench_reconstruct.py --size 224 --data COLLECTED_DATASET      # DECA's input size
+
+Without ``--checkpoint`` the profile's model is built untrained at ``--size`` (timing does not depend
+on the weights): the figure at DECA's 224^2 input, beside the demo checkpoint's 64^2.
 
 Both figures in one run, interleaved, on the same tracks, per frame:
 
@@ -31,7 +35,10 @@ from tvface.training.precision import cpu_name
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", default=None, help="run folder or .pt (default: untrained model, --size)")
+    ap.add_argument("--size", type=int, default=0, help="encoder input size without --checkpoint (0: profile's)")
+    ap.add_argument("--encoder", choices=["resnet", "temporal"], default="resnet",
+                    help="without --checkpoint: which encoder to build")
     ap.add_argument("--data", required=True, help="a collected dataset (tvface collect)")
     ap.add_argument("--profile", default="cpu-demo")
     ap.add_argument("--detail", action="store_true")
@@ -41,11 +48,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    settings = ReconstructSettings(checkpoint=Path(args.checkpoint), profile=args.profile, detail=args.detail,
+    ckpt = Path(args.checkpoint) if args.checkpoint else Path("untrained")
+    settings = ReconstructSettings(checkpoint=ckpt, profile=args.profile, detail=args.detail,
                                    mesh_format=args.mesh)
-    bare = ReconstructSettings(checkpoint=Path(args.checkpoint), profile=args.profile, detail=args.detail,
+    bare = ReconstructSettings(checkpoint=ckpt, profile=args.profile, detail=args.detail,
                                mesh_format=args.mesh, overlay=False)
-    model, cfg, _ = load_model(settings)
+    if args.checkpoint is not None:
+        model, cfg, _ = load_model(settings)
+    else:
+        from tvface.config import load_config
+        from tvface.models.reconstructor import build_reconstructor
+
+        over = [f"model.encoder={args.encoder}"] + ([f"model.image_size={args.size}"] if args.size else [])
+        cfg = load_config(args.profile, over)
+        model = build_reconstructor(cfg).eval()
     tracks = layout.list_sequences(Path(args.data))[: args.tracks]
     n_frames = sum(len(layout.frame_stems(t)) for t in tracks)
     batches = [load_sequence(t, model.image_size) for t in tracks]

@@ -44,7 +44,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--arch", choices=["deca", "resnet18"], default="deca")
+    ap.add_argument("--arch", choices=["deca", "resnet18", "temporal"], default="deca",
+                    help="temporal: the profile's temporal encoder (E_Tc, flows from its estimator)")
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -68,10 +69,19 @@ def main() -> None:
         with torch.no_grad():
             last.weight.mul_(cfg.model.init_scale)
             last.bias.zero_()
+    elif args.arch == "temporal":
+        from tvface.models.temporal import TemporalEncoder
+
+        net = TemporalEncoder(cfg.temporal, 3)
+        last = net.head.mlp.fc[-1]
+        with torch.no_grad():
+            last.weight.mul_(cfg.model.init_scale)
+            last.bias.zero_()
     else:
         net = torchvision.models.resnet18(weights=None, num_classes=3)
     if args.norm == "group":
         _to_group_norm(net)
+    temporal = args.arch == "temporal"
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     t = cfg.data.n_frames
     print(f"CPU: {cpu_name()}, {args.threads} threads; {args.arch} ({args.norm} norm) at {args.size}^2, "
@@ -81,9 +91,10 @@ def main() -> None:
     t0 = time.perf_counter()
     for step in range(args.steps):
         idx = data.indices(step)
-        x = torch.stack([data._sequence(i)[0][s:s + t] for i, s in idx]).flatten(0, 1).float() / 255
+        x = torch.stack([data._sequence(i)[0][s:s + t] for i, s in idx]).float() / 255
         y = torch.stack([poses[i][s:s + t] for i, s in idx]).flatten(0, 1)
-        loss = (net(x) - y).abs().mean()
+        pred = net(x).flatten(0, 1) if temporal else net(x.flatten(0, 1))
+        loss = (pred - y).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

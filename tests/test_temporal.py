@@ -206,3 +206,46 @@ def test_window_stride_must_cover_every_frame_and_dict_codes_are_supported():
     codes = encode_long_sequence(encode, frames, 5, 3)
     torch.testing.assert_close(codes["a"][0, :, 0], torch.arange(23, dtype=torch.float32))
     torch.testing.assert_close(codes["b"], 2 * codes["a"])
+
+
+def test_he_init_known_weight_scale_zero_biases_and_kept_zero_offsets():
+    """init="he": every plain conv's weights have std gain/sqrt(fan_in) (LeakyReLU(0.1) gain, residual
+    second convs x0.1), biases 0; the offset CNNs' last layers stay zero; "pytorch" keeps the default."""
+    import math
+
+    from dataclasses import replace
+
+    from tvface.models.alignment import SecondOrderDeformableAlignment
+    from tvface.models.temporal import ResidualBlockBN, TemporalTrunk
+
+    torch.manual_seed(0)
+    cfg = replace(TINY, channels=64, deform_groups=8, offset_channels=64)
+    trunk = TemporalTrunk(cfg)
+    lrelu_gain = math.sqrt(2.0 / (1 + 0.1 ** 2))
+    checked = 0
+    for m in trunk.modules():
+        if isinstance(m, SecondOrderDeformableAlignment):
+            assert m.conv_offset[-1].weight.abs().max() == 0 and m.conv_offset[-1].bias.abs().max() == 0
+    res2 = {id(b.conv2) for b in trunk.modules() if isinstance(b, ResidualBlockBN)}
+    res1 = {id(b.conv1) for b in trunk.modules() if isinstance(b, ResidualBlockBN)}
+    offset_last = {id(a.conv_offset[-1]) for a in trunk.modules() if isinstance(a, SecondOrderDeformableAlignment)}
+    for m in trunk.modules():
+        if not isinstance(m, torch.nn.Conv2d) or id(m) in offset_last:
+            continue
+        fan_in = m.weight[0].numel()
+        want = (math.sqrt(2.0) * (0.1 if id(m) in res2 else 1.0) if id(m) in res1 | res2 else lrelu_gain) / math.sqrt(fan_in)
+        assert abs(m.weight.std().item() / want - 1) < 0.1, (m, m.weight.std().item(), want)
+        if m.bias is not None:
+            assert m.bias.abs().max() == 0
+        checked += 1
+    assert checked >= 8
+    default = TemporalTrunk(replace(cfg, init="pytorch"))
+    head = default.head[0]
+    bound = 1 / math.sqrt(head.weight[0].numel())  # kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), ..)
+    assert head.weight.abs().max() <= bound and head.weight.std().item() < 0.7 * lrelu_gain / math.sqrt(27)
+
+
+
+def test_init_setting_is_checked():
+    with pytest.raises(ConfigError, match="temporal.init"):
+        TemporalConfig(init="xavier")

@@ -149,6 +149,10 @@ class TemporalConfig:
     flow: str = "dis"  # "spynet" | "dis"
     flow_size: int = 112  # flows computed on frames resized to flow_size^2 (the report: 112)
     window_stride: int = 3  # sliding-window inference: windows of n_frames every window_stride frames
+    # Initial weights of the trunk's plain convolutions: "he" (He et al. 2015, fan-in, for the LeakyReLU(0.1)
+    # that follows; biases 0) keeps the image's signal through the stack; "pytorch" (PyTorch's default,
+    # as BasicVSR++) shrinks it ~3x in variance per layer until the biases dominate (tvface.models.temporal).
+    init: str = "he"
     # Training schedule, read by the training loop (BasicVSR++'s SPyNet handling).
     lr: float = 1e-4
     spynet_unfreeze_step: int = -1  # -1: SPyNet stays frozen; else unfreeze at this step
@@ -159,6 +163,8 @@ class TemporalConfig:
             raise ConfigError(f"temporal.variant={self.variant!r}; expected 'paper' or 'efficient'")
         if self.propagation_scale not in (2, 4):
             raise ConfigError(f"temporal.propagation_scale={self.propagation_scale}; expected 2 or 4")
+        if self.init not in ("he", "pytorch"):
+            raise ConfigError(f"temporal.init={self.init!r}; expected 'he' or 'pytorch'")
         if self.flow not in ("dis", "spynet"):
             raise ConfigError(f"temporal.flow={self.flow!r}; expected 'dis' or 'spynet'")
         if self.deform_groups % 2 or (2 * self.channels) % self.deform_groups:

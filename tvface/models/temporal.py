@@ -43,7 +43,7 @@ from tvface.models.spynet import SPyNet
 from tvface.ops.flow_warp import compose_flows
 
 __all__ = ["ResidualBlockBN", "ResidualBlocksWithInputConv", "GridPropagation", "TemporalTrunk",
-           "CodeHead", "TemporalEncoder", "TemporalEncoders", "TemporalCodes", "branch_names",
+           "CodeHead", "TemporalEncoder", "init_he", "TemporalEncoders", "TemporalCodes", "branch_names",
            "build_flow_estimator", "window_starts", "most_central_windows", "encode_long_sequence"]
 
 DETAIL_CODE_SIZE = 128  # DECA's detail code
@@ -85,6 +85,46 @@ def _down(channels: int, n_blocks: int, stride_conv: bool) -> nn.Sequential:
     if stride_conv:
         layers += [nn.Conv2d(channels, channels, 3, 2, 1), nn.LeakyReLU(0.1, inplace=True)]
     return nn.Sequential(*layers)
+
+
+def init_he(module: nn.Module) -> int:
+    """He (fan-in) initialisation of the plain convolutions under ``module``, biases 0; returns their count.
+
+    Every conv followed by LeakyReLU(0.1) gets the gain of that nonlinearity; a residual block's first
+    conv (followed by a norm and ReLU) ReLU's gain, its second conv the same scaled by 0.1 (BasicVSR++'s
+    ``default_init_weights(0.1)``: blocks start near identity). The deformable convolutions, their zero
+    initialised last offset layers and any ResNet/MLP layers are not touched.
+
+    Why: with PyTorch's default (``kaiming_uniform(a=sqrt(5))``, a variance gain of 1/3 per layer) the
+    image's share of the trunk's output falls with every layer while the biases (±1/sqrt(fan_in)) do
+    not, so at the ResNet layers the frames differ by little more than noise on constant bias maps,
+    and learning from random weights starts late (the supervised probe of
+    ``benchmarks/probe_encoder.py --arch temporal``).
+    """
+    n = 0
+    for m in module.modules():
+        if isinstance(m, ResidualBlockBN):
+            nn.init.kaiming_normal_(m.conv1.weight, nonlinearity="relu")
+            nn.init.kaiming_normal_(m.conv2.weight, nonlinearity="relu")
+            with torch.no_grad():
+                m.conv2.weight.mul_(0.1)
+            for c in (m.conv1, m.conv2):
+                if c.bias is not None:
+                    nn.init.zeros_(c.bias)
+            n += 2
+    done = {id(c) for m in module.modules() if isinstance(m, ResidualBlockBN) for c in (m.conv1, m.conv2)}
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d) and id(m) not in done and not _is_offset_head(module, m):
+            nn.init.kaiming_normal_(m.weight, a=0.1, nonlinearity="leaky_relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+            n += 1
+    return n
+
+
+def _is_offset_head(root: nn.Module, conv: nn.Conv2d) -> bool:
+    """The last layer of each deformable alignment's offset CNN stays zero (zero residual offsets)."""
+    return any(isinstance(m, SecondOrderDeformableAlignment) and m.conv_offset[-1] is conv for m in root.modules())
 
 
 def branch_names(n_levels: int) -> list[str]:
@@ -160,6 +200,8 @@ class TemporalTrunk(nn.Module):
         self.rnn_propagation = GridPropagation(cfg)
         n_branches = 2 * cfg.n_levels
         self.rnn_fusion = ResidualBlocksWithInputConv((n_branches + 1) * c, c, cfg.fusion_blocks)
+        if cfg.init == "he":
+            init_he(self)
 
     def forward(self, frames: Tensor, flows: SequenceFlows) -> Tensor:
         b, t = frames.shape[:2]
@@ -183,6 +225,9 @@ class CodeHead(nn.Module):
         self.adapt = nn.Identity() if c == RESNET_IN_CHANNELS else nn.Conv2d(c, RESNET_IN_CHANNELS, 1)
         self.resnet = resnet50_layers()
         self.mlp = CodeMLP(code_size, cfg.fc_dim)
+        if cfg.init == "he":
+            init_he(self.down2)
+            init_he(self.adapt)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.mlp(self.resnet(self.adapt(self.down2(x))))
