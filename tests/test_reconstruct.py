@@ -38,7 +38,7 @@ def test_obj_and_ply_round_trip():
     with tempfile.TemporaryDirectory() as d:
         write_obj(Path(d) / "m.obj", verts, faces)
         m = read_obj(Path(d) / "m.obj")
-        np.testing.assert_allclose(m.verts, verts, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(m.verts, verts, rtol=0, atol=5.0001e-7)  # 6 decimals (micrometres)
         np.testing.assert_array_equal(m.poly_verts.reshape(-1, 3), faces)
         write_ply(Path(d) / "m.ply", verts, faces)
         v, f = read_ply(Path(d) / "m.ply")
@@ -49,6 +49,23 @@ def test_obj_and_ply_round_trip():
             read_ply(Path(d) / "cut.ply")
     with pytest.raises(ValueError, match=r"\(F, 3\) triangles"):
         write_obj("/nonexistent/x.obj", verts, faces[:, :2])
+
+
+def test_obj_vertex_lines_are_printf_fixed_point():
+    """Known answer: every coordinate token is ``"%.6f" % x`` (negative zero printed as zero), for
+    small, large, negative and rounding-edge values."""
+    from tvface.io.exports import obj_vertex_lines
+
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.normal(size=(500, 3)) * 0.1, rng.normal(size=(50, 3)) * 300,
+                        [[0, 0, 0], [-4e-7, 5e-7, -5e-7], [123.4567894, -0.9999996, 9.9999996], [-1, 10, -100]]])
+    lines = obj_vertex_lines(v).decode().splitlines()
+    assert len(lines) == len(v) and all(line.startswith("v ") for line in lines)
+    for line, row in zip(lines, v):
+        want = [("%.6f" % x).replace("-0.000000", "0.000000") for x in row]
+        assert line.split()[1:] == want, (line, want)
+    with pytest.raises(ValueError, match="finite"):
+        obj_vertex_lines(np.array([[0.0, np.nan, 1.0]]))
 
 
 def test_blendshape_csv_and_displacement_png_round_trip(tmp_path):
@@ -95,7 +112,7 @@ def test_reconstruct_a_dataset_exports_read_back_to_the_prediction(tiny_run, tmp
     params = np.load(track / "params.npz")
     np.testing.assert_allclose(params["exp"], pred["exp"].numpy(), rtol=1e-5, atol=1e-6)
     mesh = read_obj(track / "meshes" / "00006.obj")
-    np.testing.assert_allclose(mesh.verts, pred["verts"][5].numpy(), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(mesh.verts, pred["verts"][5].numpy(), rtol=1e-6, atol=5.0001e-7)
     names, frames, w = read_blendshape_csv(track / "blendshapes.csv")
     assert names == list(model.face_model.expression_names) and len(frames) == 8
     with torch.no_grad():

@@ -86,3 +86,16 @@ def test_directional_shape_light_front_normal():
     n = torch.tensor([[0.0, 0.0, 1.0]])
     expected = (4 / math.sqrt(3) + 1) / 5 * 1.7
     torch.testing.assert_close(directional_shading(n), torch.tensor([[expected]]))
+
+
+def test_render_shape_alone_equals_the_full_render():
+    """render_shape (what overlays use) gives forward's shape_images and alpha, to the bit."""
+    verts, faces, uv = uv_sphere(12, 24)
+    renderer = MeshRenderer(faces, uv, faces, image_size=40, uv_size=16)
+    verts = torch.stack([verts, verts * torch.tensor([1.1, 0.9, 1.0])])
+    screen = orth_to_screen(verts, torch.tensor([[0.9, 0.05, 0.0], [0.7, -0.1, 0.1]]))
+    full = renderer(verts, screen, light=torch.rand(2, 9, 3), with_shape=True)
+    shape, alpha = renderer.render_shape(verts, screen)
+    assert shape.shape == (2, 3, 40, 40) and alpha.sum() > 100
+    torch.testing.assert_close(shape, full.shape_images, rtol=0, atol=0)
+    torch.testing.assert_close(alpha, full.alpha, rtol=0, atol=0)

@@ -240,16 +240,36 @@ def displaced_vertices(model, verts: torch.Tensor, uv_disp: torch.Tensor) -> tor
     return verts + d[..., None] * vertex_normals(verts, model.renderer.faces)
 
 
-def _overlay_frames(model, dec, frames: torch.Tensor, detected: torch.Tensor) -> np.ndarray:
-    """(T, H, 3W, 3) uint8 RGB: input | detected (green) + predicted (red) landmarks | shape over the frame."""
-    from tvface.viz import draw_points
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(T, 3, H, W) float in [0, 1] -> (T, H, W, 3) uint8 (round half up)."""
+    return (images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
-    a = dec.render.alpha
-    shape = (dec.render.shape_images.clamp(0, 1) * a + frames * (1 - a))
-    lm = draw_points(frames, detected[..., :2], (0.0, 1.0, 0.0))
-    lm = draw_points(lm, dec.lmks_2d, (1.0, 0.0, 0.0))
-    strip = torch.cat([frames, lm, shape], dim=-1)  # (T, 3, H, 3W)
-    return (strip.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+def _draw_points(img: np.ndarray, points_screen: torch.Tensor, color: tuple[int, int, int], radius: int = 1) -> None:
+    """Draw (T, K, 2) screen points ([-1, 1]) as (2r+1)^2 squares into (T, H, W, 3) uint8 images, in place."""
+    from tvface.rendering.camera import screen_to_pixels
+
+    t, h, w = img.shape[:3]
+    px = screen_to_pixels(points_screen.float(), h, w).round().long().numpy()  # (T, K, 2), centres at integers
+    b = np.broadcast_to(np.arange(t)[:, None], px.shape[:2])
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            img[b, np.clip(px[..., 1] + dy, 0, h - 1), np.clip(px[..., 0] + dx, 0, w - 1)] = color
+
+
+def _overlay_frames(model, dec, frames: torch.Tensor, detected: torch.Tensor) -> np.ndarray:
+    """(T, H, 3W, 3) uint8 RGB: input | detected (green) + predicted (red) landmarks | shape over the frame.
+
+    Only the shape images are rendered (:meth:`tvface.rendering.renderer.Renderer.render_shape`), and
+    the strip is put together in uint8: the overlay costs a fraction of the encoder (bench_reconstruct).
+    """
+    shape, alpha = model.renderer.render_shape(dec.verts, dec.screen_verts)
+    inp = _to_uint8(frames)
+    over = _to_uint8(shape * alpha + frames * (1 - alpha))
+    lm = inp.copy()
+    _draw_points(lm, detected[..., :2], (0, 255, 0))
+    _draw_points(lm, dec.lmks_2d, (255, 0, 0))
+    return np.concatenate([inp, lm, over], axis=2)
 
 
 def write_video(path: Path, frames_rgb: np.ndarray, fps: float) -> None:
@@ -286,7 +306,7 @@ def reconstruct_track(model, seq_dir: Path, out_dir: Path, settings: Reconstruct
     frames = batch["image"]  # (T, 3, S, S)
     with torch.no_grad():
         codes = model.encode_sequence(frames[None], with_detail=settings.detail)
-        dec = model.decode(codes, render=settings.overlay, with_detail=settings.detail, with_shape=settings.overlay)
+        dec = model.decode(codes, render=False)  # geometry; the overlay renders the shape alone
     flat = codes.flat()
     t = frames.shape[0]
     params = {k: v.numpy() for k, v in flat.items()}
@@ -302,8 +322,8 @@ def reconstruct_track(model, seq_dir: Path, out_dir: Path, settings: Reconstruct
     if settings.detail:
         (tmp / "meshes_detail").mkdir()
         (tmp / "uv_disp").mkdir()
-        with torch.no_grad():  # decode(render=False) stops before the displacement: make it here then
-            uv_disp = dec.uv_disp if dec.uv_disp is not None else model.displacement(dec.params)
+        with torch.no_grad():  # the UV displacement (eq. 3) of every frame
+            uv_disp = model.displacement(dec.params)
             detailed = displaced_vertices(model, dec.verts, uv_disp).numpy()
         scale = model.detail_decoder.out_scale
         for name, v, d in zip(names, detailed, uv_disp[:, 0].numpy()):
@@ -315,7 +335,9 @@ def reconstruct_track(model, seq_dir: Path, out_dir: Path, settings: Reconstruct
         write_blendshape_csv(tmp / "blendshapes.csv", w, model.face_model.expression_names, names, src_frames)
     fps = source_fps(seq_dir)
     if settings.overlay:
-        write_video(tmp / "overlay.mp4", _overlay_frames(model, dec, frames, batch["landmark"]), fps)
+        with torch.no_grad():
+            strip = _overlay_frames(model, dec, frames, batch["landmark"])
+        write_video(tmp / "overlay.mp4", strip, fps)
     atomic_write_text(tmp / "track.json", json.dumps({
         "key": key, "sequence": str(seq_dir), "frames": t, "fps": fps, "source": manifest.get("source"),
         "encoder": type(model.encoder).__name__, "detail": settings.detail, "mesh_format": settings.mesh_format,

@@ -24,7 +24,7 @@ import numpy as np
 
 from tvface.io.atomic import atomic_write_bytes, atomic_write_text
 
-__all__ = ["write_obj", "write_ply", "read_ply", "write_blendshape_csv", "read_blendshape_csv",
+__all__ = ["write_obj", "obj_vertex_lines", "write_ply", "read_ply", "write_blendshape_csv", "read_blendshape_csv",
            "write_displacement_png", "read_displacement_png"]
 
 
@@ -38,18 +38,58 @@ def _check_mesh(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 @functools.lru_cache(maxsize=4)
-def _obj_faces_text(faces_bytes: bytes, n_faces: int) -> str:
+def _obj_faces_bytes(faces_bytes: bytes, n_faces: int) -> bytes:
     """The ``f`` lines of a topology (the same for every frame of a track: formatted once)."""
     faces = np.frombuffer(faces_bytes, np.int64).reshape(n_faces, 3) + 1
-    return ("f %d %d %d\n" * n_faces) % tuple(faces.ravel().tolist())
+    return (("f %d %d %d\n" * n_faces) % tuple(faces.ravel().tolist())).encode()
+
+
+OBJ_DECIMALS = 6  # vertex coordinates in metres to the micrometre
+
+
+def obj_vertex_lines(verts: np.ndarray, decimals: int = OBJ_DECIMALS) -> bytes:
+    """``v x y z`` lines of (V, 3) vertices in fixed point with ``decimals`` decimals, formatted with
+    array arithmetic (the digits of all coordinates at once): the text ``"%.{decimals}f"`` gives,
+    right-aligned in columns (``v  0.012000 -1.250000 ...``), ~10x faster than Python's formatting."""
+    verts = np.asarray(verts, np.float64)
+    if not np.isfinite(verts).all():
+        raise ValueError("vertices must be finite to be written to OBJ")
+    scale = 10 ** decimals
+    q = np.rint(verts * scale).astype(np.int64)  # (V, 3)
+    a = np.abs(q)
+    ip, fp = a // scale, a % scale
+    n_int = len(str(int(ip.max()))) if ip.size else 1
+    width = 1 + n_int + 1 + decimals  # sign + integer digits + '.' + decimals
+    n = len(q)
+    buf = np.full((n, 1 + 3 * (1 + width) + 1), ord(" "), np.uint8)
+    buf[:, 0], buf[:, -1] = ord("v"), ord("\n")
+    rows = np.arange(n)
+    for j in range(3):
+        start = 1 + j * (1 + width) + 1
+        f = fp[:, j].copy()
+        for k in range(decimals):
+            buf[:, start + width - 1 - k] = ord("0") + f % 10
+            f //= 10
+        dot = start + width - 1 - decimals
+        buf[:, dot] = ord(".")
+        i = ip[:, j].copy()
+        n_dig = np.ones(n, np.int64)
+        for k in range(n_int):
+            d = i % 10
+            col = dot - 1 - k
+            buf[:, col] = np.where((i > 0) | (k == 0), ord("0") + d, ord(" "))
+            n_dig = np.where(i > 0, k + 1, n_dig)
+            i //= 10
+        neg = q[:, j] < 0
+        buf[rows[neg], (dot - 1 - n_dig)[neg]] = ord("-")
+    return buf.tobytes()
 
 
 def write_obj(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray) -> None:
-    """ASCII OBJ (``v x y z`` with 9 significant digits, ``f a b c`` 1-based), written atomically."""
+    """ASCII OBJ (``v x y z`` in metres with 6 decimals, ``f a b c`` 1-based), written atomically."""
     verts, faces = _check_mesh(verts, faces)
-    v_text = ("v %.9g %.9g %.9g\n" * len(verts)) % tuple(verts.ravel().tolist())  # one C-level format
-    f_text = _obj_faces_text(np.ascontiguousarray(faces).tobytes(), len(faces))
-    atomic_write_text(path, "# tvface mesh (metres)\n" + v_text + f_text)
+    f_bytes = _obj_faces_bytes(np.ascontiguousarray(faces).tobytes(), len(faces))
+    atomic_write_bytes(path, b"# tvface mesh (metres)\n" + obj_vertex_lines(verts) + f_bytes)
 
 
 _PLY_HEADER = ("ply\nformat binary_little_endian 1.0\ncomment tvface mesh (metres)\nelement vertex {nv}\n"

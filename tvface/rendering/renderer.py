@@ -130,6 +130,16 @@ class MeshRenderer(nn.Module):
     def vertex_normals(self, verts: Tensor) -> Tensor:
         return vertex_normals(verts, self.faces)
 
+    def render_shape(self, verts: Tensor, screen_verts: Tensor) -> tuple[Tensor, Tensor]:
+        """DECA's grey shape images (B, 3, H, W) and the coverage (B, 1, H, W) alone, the same numbers
+        as :meth:`forward`'s ``shape_images`` and ``alpha`` without albedo, light, UV or the other
+        images (what overlays need: ``tvface reconstruct``)."""
+        frags = self.rasterize(screen_verts)
+        pix_normals = interpolate(frags, self.vertex_normals(verts), self.faces)
+        facing = (pix_normals[:, 2:] > SHAPE_FACING_THRESHOLD).to(pix_normals.dtype)
+        shape = frags.to_image(SHAPE_ALBEDO * directional_shading(pix_normals) * facing).expand(-1, 3, -1, -1)
+        return shape, frags.mask().to(shape.dtype)
+
     def forward(self, verts: Tensor, screen_verts: Tensor, albedo: Tensor | None = None,
                 light: Tensor | None = None, background: Tensor | None = None, uv_disp: Tensor | None = None,
                 uv_mask: Tensor | None = None, fixed_disp: Tensor | None = None,
