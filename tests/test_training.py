@@ -9,6 +9,7 @@ import pytest
 import torch
 from _training_fixtures import training_cfg
 
+from tvface.config import ConfigError
 from tvface.training import CheckpointError, Trainer, TrainingError, load_checkpoint
 from tvface.training.checkpoint import PREVIOUS
 from tvface.training.precision import resolve_precision
@@ -19,9 +20,12 @@ def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainable_state(trainer.model).items()}
 
 
-def test_resume_is_exact(tiny_synth, tmp_path):
-    """N steps straight == N/2 steps, a new process-like Trainer resuming from disk, N/2 steps."""
-    cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 2, "train.coarse_steps": 2})
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_resume_is_exact(tiny_synth, tmp_path, warmup):
+    """N steps straight == N/2 steps, a new process-like Trainer resuming from disk, N/2 steps (also
+    inside a learning-rate warm-up)."""
+    cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 2, "train.coarse_steps": 2,
+                                      "train.warmup_steps": warmup})
     straight = Trainer(cfg, tmp_path / "a", progress=False)
     straight.run(["pretrain", "coarse"])
     first = Trainer(cfg, tmp_path / "b", progress=False)
@@ -43,6 +47,21 @@ def test_resume_is_exact(tiny_synth, tmp_path):
     # the metrics log of the resumed run has each step once
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))
+
+
+def test_warmup_ramps_the_learning_rate_per_stage(tiny_synth, tmp_path):
+    """Known answer: lr (k + 1) / w * train.lr over a stage's first w steps, then train.lr; the
+    optimiser's groups carry it."""
+    cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 2, "train.coarse_steps": 1, "train.warmup_steps": 4,
+                                      "train.lr": 2e-4})
+    t = Trainer(cfg, tmp_path / "w", progress=False)
+    assert [t.lr_factor(k) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    t.run(["pretrain"])
+    assert t.optimizer.param_groups[0]["lr"] == pytest.approx(2e-4 * 2 / 4)  # after its 2nd step
+    t.run(["coarse"])  # a new stage starts its own ramp
+    assert t.optimizer.param_groups[0]["lr"] == pytest.approx(2e-4 / 4)
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        training_cfg(tiny_synth, **{"train.warmup_steps": -1})
 
 
 def test_smoke_training_reduces_the_loss(tiny_synth, tmp_path):

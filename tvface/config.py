@@ -280,6 +280,9 @@ class TrainConfig:
     coarse_steps: int = 0
     detail_steps: int = 0
     grad_clip: float = 0.0  # 0: no clipping
+    # Linear learning-rate warm-up over each stage's first n steps (0: none, the report's schedule). Adam's
+    # first steps move every weight by ~lr whatever its gradient: from random weights the loss jumps first.
+    warmup_steps: int = 0
     log_every: int = 10  # TensorBoard scalars every n steps
     image_every: int = 100  # image grids every n steps (0: never)
     checkpoint_every: int = 100  # atomic checkpoint every n steps (and at the end of every stage)
@@ -287,6 +290,8 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only: encoders and frames in channels_last (faster convolutions on tensor cores)
 
     def __post_init__(self) -> None:
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps={self.warmup_steps}; expected >= 0")
         if self.dtype not in ("auto", "float32", "bfloat16", "float64"):
             raise ConfigError(f"train.dtype={self.dtype!r}; expected auto, float32, bfloat16 or float64")
 

@@ -356,6 +356,13 @@ class Trainer:
         atomic_write_text(self.out_dir / "manifest.json", json.dumps(m, indent=1, default=str))
 
     # ------------------------------------------------------------------ steps
+    def lr_factor(self, stage_step: int) -> float:
+        """The learning rate of a stage's step ``stage_step`` (0-based) over its base (``train.lr``): a
+        linear ramp ``(k + 1) / warmup`` over the stage's first ``train.warmup_steps`` steps, then 1. A
+        function of the step alone, so a resumed run takes the same steps as one that never stopped."""
+        w = self.cfg.train.warmup_steps
+        return (stage_step + 1) / w if 0 < w and stage_step < w else 1.0
+
     def step(self, batch: Batch, stage: str) -> tuple[dict[str, float], object]:
         """One optimiser step; returns (terms as floats incl. ``total``, decoded). A non-finite loss raises
         :class:`_NonFinite` with the model exactly as before the step (BatchNorm statistics restored)."""
@@ -379,6 +386,9 @@ class Trainer:
         total.backward()
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._trainable(stage), self.cfg.train.grad_clip)
+        factor = self.lr_factor(self.stage_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
         self.optimizer.step()
         names = ["total", *terms]
         values = mean_over_ranks(torch.stack([total.detach(), *(v.detach().float() for v in terms.values())]),
