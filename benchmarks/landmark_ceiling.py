@@ -1,0 +1,85 @@
+"""How far can 68 landmarks take the shape? Oracle bounds on the synthetic benchmark's held-out frames.
+
+    python benchmarks/landmark_ceiling.py --conditions clean,profile
+
+The DECA baseline's target (issue 13) is a vertex error 25 % below the mean face's on clean frames.
+This script measures, per condition, on the benchmark's held-out identities (same split, same face
+region, same similarity-aligned vertex error as ``tvface evaluate``):
+
+* the **landmark fit** (:func:`tvface.evaluation.fit.fit_landmarks`, the benchmark's non-learned
+  baseline) to the **detected** landmarks the models see, and to the **ground-truth** 2D landmarks
+  (a perfect 68-point detector): the best any method that learns shape from landmarks alone can do
+  per frame;
+* the error decomposed with ground-truth parameters: the mean face (true head and jaw pose), the true
+  identity with zero expression, the mean identity with the true expression.
+
+No training; the CPU is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from tvface.config import load_config
+from tvface.evaluation.benchmark import heldout_sequences, load_sequence
+from tvface.evaluation.fit import DEFAULT_ITERS, fit_landmarks
+from tvface.evaluation.metrics import face_region_vertices, vertex_error_mm
+from tvface.face_models.factory import load_face_model
+from tvface.rendering.camera import pixels_to_screen
+from tvface.synthetic.writer import dataset_roots, load_ground_truth
+from tvface.training.precision import cpu_name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu-demo")
+    ap.add_argument("--conditions", default="clean", help="comma-separated, or 'all'")
+    ap.add_argument("--iters", type=int, default=DEFAULT_ITERS)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.profile)
+    root, gt_root = dataset_roots(cfg)
+    seqs = heldout_sequences(root, gt_root, cfg.data.val_fraction, cfg.data.split_seed)
+    conds = None if args.conditions == "all" else set(args.conditions.split(","))
+    face = load_face_model(cfg.face_model)
+    region = face_region_vertices(face)
+    res: dict[str, dict[str, list[float]]] = {}
+    t0 = time.perf_counter()
+    for s in seqs:
+        if conds is not None and s.condition not in conds:
+            continue
+        arr, meta = load_ground_truth(s.gt_dir)
+        t = arr["pose"].shape[0]
+        shape = torch.as_tensor(arr["shape"]).float()[None].expand(t, -1)
+        exp, pose = torch.as_tensor(arr["exp"]).float(), torch.as_tensor(arr["pose"]).float()
+        with torch.no_grad():
+            gt = face(shape, exp, pose).verts
+            rows = {"mean face (true pose)": face(shape * 0, exp * 0, pose).verts,
+                    "true identity, zero expression": face(shape, exp * 0, pose).verts,
+                    "mean identity, true expression": face(shape * 0, exp, pose).verts}
+        xy = pixels_to_screen(torch.as_tensor(arr["lmks_2d_px"]).float(), meta["image_size"])
+        targets = {"landmark fit, ground-truth landmarks": torch.cat([xy, torch.ones_like(xy[..., :1])], -1),
+                   "landmark fit, detected landmarks": load_sequence(s.seq_dir, cfg.model.image_size)["landmark"].float()}
+        for name, target in targets.items():
+            p = fit_landmarks(face, target, iters=args.iters)
+            with torch.no_grad():
+                rows[name] = face(p["shape"], p["exp"], p["pose"]).verts
+        for name, verts in rows.items():
+            res.setdefault(name, {}).setdefault(s.condition, []).extend(vertex_error_mm(verts, gt, region).tolist())
+    if not res:
+        raise SystemExit(f"no held-out sequence of the conditions {sorted(conds or [])}")
+    names = sorted({c for d in res.values() for c in d})
+    print(f"CPU: {cpu_name()}, {args.threads} threads; {args.profile} held-out frames; vertex error (mm), "
+          f"face region, similarity-aligned; {time.perf_counter() - t0:.0f} s")
+    print("| | " + " | ".join(f"{c} ({len(next(iter(res.values()))[c])})" for c in names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for name, d in res.items():
+        print(f"| {name} | " + " | ".join(f"{np.mean(d[c]):.2f}" for c in names) + " |")
+
+
+if __name__ == "__main__":
+    main()
