@@ -10,6 +10,7 @@ region, same similarity-aligned vertex error as ``tvface evaluate``):
   baseline) to the **detected** landmarks the models see, and to the **ground-truth** 2D landmarks
   (a perfect 68-point detector): the best any method that learns shape from landmarks alone can do
   per frame;
+* the same fits with one identity per sequence (the frames' shape codes averaged);
 * the error decomposed with ground-truth parameters: the mean face (true head and jaw pose), the true
   identity with zero expression, the mean identity with the true expression.
 
@@ -68,6 +69,9 @@ def main() -> None:
             p = fit_landmarks(face, target, iters=args.iters)
             with torch.no_grad():
                 rows[name] = face(p["shape"], p["exp"], p["pose"]).verts
+                # one identity per sequence: the frames' shapes averaged (expression and pose per frame)
+                rows[name + ", shape averaged over the sequence"] = face(
+                    p["shape"].mean(0, keepdim=True).expand(t, -1), p["exp"], p["pose"]).verts
         for name, verts in rows.items():
             res.setdefault(name, {}).setdefault(s.condition, []).extend(vertex_error_mm(verts, gt, region).tolist())
     if not res:
