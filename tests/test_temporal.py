@@ -249,3 +249,39 @@ def test_he_init_known_weight_scale_zero_biases_and_kept_zero_offsets():
 def test_init_setting_is_checked():
     with pytest.raises(ConfigError, match="temporal.init"):
         TemporalConfig(init="xavier")
+
+
+def test_ablation_first_order_feeds_no_second_neighbour():
+    """second_order=False: every alignment gets a zero i-2 feature and flow; True: from the 3rd frame
+    of a branch on, a non-zero one."""
+    from dataclasses import replace
+
+    frames_feats = [torch.rand(1, TINY.channels, 6, 6) for _ in range(4)]
+    for second in (True, False):
+        torch.manual_seed(0)
+        prop = GridPropagation(replace(TINY, second_order=second))
+        seen = []
+        for name, mod in prop.align.items():
+            orig = mod.forward
+            mod.forward = (lambda o: lambda cur, n1, n2, f1, f2: (seen.append(float(n2.abs().sum())), o(cur, n1, n2, f1, f2))[1])(orig)
+        prop(frames_feats, _rand_flows(1, 4, 6, 6))
+        assert len(seen) == 3 * len(prop.names)  # T - 1 alignments per branch
+        if second:
+            assert sum(v > 0 for v in seen) == 2 * len(prop.names)
+        else:
+            assert max(seen) == 0
+
+
+def test_ablation_without_flow_guidance_ignores_the_flows():
+    """flow_guided=False: the output does not depend on the flows (equal to zero flows); with
+    guidance it does."""
+    from dataclasses import replace
+
+    feats = [torch.rand(1, TINY.channels, 6, 6) for _ in range(3)]
+    for guided in (True, False):
+        torch.manual_seed(0)
+        prop = GridPropagation(replace(TINY, flow_guided=guided))
+        with torch.no_grad():
+            a = prop(feats, _rand_flows(1, 3, 6, 6, seed=1))["forward_1"][2]
+            b = prop(feats, _flows(1, 3, 6, 6))["forward_1"][2]
+        assert torch.equal(a, b) != guided

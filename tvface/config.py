@@ -141,6 +141,11 @@ class TemporalConfig:
     fusion_blocks: int = 1  # residual blocks of the fusion R (eq. 8; paper 5)
     down2_blocks: int = 1  # residual blocks of down2 (paper 5)
     dense_refinement: bool = False  # R sees g_i + all earlier branches (paper/BasicVSR++) vs eq. 7
+    # Ablations (issue 14; the report: both true): second_order false -> first-order propagation (the i-2
+    # neighbour is zeros); flow_guided false -> the deformable offsets are learned from features alone
+    # (zero flows: no pre-warp, no flow prior).
+    second_order: bool = True
+    flow_guided: bool = True
     deform_groups: int = 8  # DCNv2 deformable groups (paper 16)
     offset_channels: int = 32  # width of the offset-predicting CNN (paper: channels)
     max_residue: float = 10.0  # residual offset bound, 10 * tanh (BasicVSR++)
@@ -191,7 +196,7 @@ class TemporalConfig:
 PAPER_TEMPORAL = dict(n_frames=5, n_levels=2, channels=64, propagation_scale=2, head_blocks=5,
                       n_blocks=5, fusion_blocks=5, down2_blocks=5, dense_refinement=True,
                       deform_groups=16, offset_channels=64, max_residue=10.0, shared_trunk=False,
-                      fc_dim=1024)
+                      fc_dim=1024, second_order=True, flow_guided=True)
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,7 @@ class GridPropagation(nn.Module):
         c = cfg.channels
         self.names = branch_names(cfg.n_levels)
         self.dense = cfg.dense_refinement
+        self.second_order, self.flow_guided = cfg.second_order, cfg.flow_guided
         self.align = nn.ModuleDict()
         self.refine = nn.ModuleDict()
         for j, name in enumerate(self.names):
@@ -151,6 +152,8 @@ class GridPropagation(nn.Module):
     def forward(self, feats: list[Tensor], flows: SequenceFlows) -> dict[str, list[Tensor]]:
         """feats: T tensors (B, C, h, w) (g_i); flows at (h, w). Returns branch -> T features."""
         t = len(feats)
+        if not self.flow_guided:  # ablation: offsets from the features alone, no flow prior or pre-warp
+            flows = SequenceFlows(torch.zeros_like(flows.to_prev), torch.zeros_like(flows.to_next))
         out: dict[str, list[Tensor]] = {"spatial": feats}
         for j, name in enumerate(self.names):
             backward = name.startswith("backward")
@@ -167,11 +170,11 @@ class GridPropagation(nn.Module):
                     i1 = i - direction
                     flow_n1 = step(i)
                     feat_n1 = prop[i1]
-                    if n > 1:
+                    if n > 1 and self.second_order:
                         feat_n2 = prop[i1 - direction]
                         # Second-order flow i -> i-2 composed from i -> i-1 and i-1 -> i-2.
                         flow_n2 = compose_flows(flow_n1, step(i1))
-                    else:
+                    else:  # the second frame of a branch (or first-order propagation): no i-2 neighbour
                         feat_n2, flow_n2 = torch.zeros_like(cur), torch.zeros_like(flow_n1)
                     aligned = self.align[name](cur, feat_n1, feat_n2, flow_n1, flow_n2)
                 if self.dense:
