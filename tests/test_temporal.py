@@ -263,7 +263,7 @@ def test_ablation_first_order_feeds_no_second_neighbour():
         seen = []
         for name, mod in prop.align.items():
             orig = mod.forward
-            mod.forward = (lambda o: lambda cur, n1, n2, f1, f2: (seen.append(float(n2.abs().sum())), o(cur, n1, n2, f1, f2))[1])(orig)
+            mod.forward = (lambda o: lambda cur, n1, n2, f1, f2: (seen.append(float(n2.detach().abs().sum())), o(cur, n1, n2, f1, f2))[1])(orig)
         prop(frames_feats, _rand_flows(1, 4, 6, 6))
         assert len(seen) == 3 * len(prop.names)  # T - 1 alignments per branch
         if second:
