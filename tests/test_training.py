@@ -235,3 +235,26 @@ def test_open_run_moves_a_run_of_another_config_aside(tiny_synth, tmp_path, caps
     assert "image_size: checkpoint 32, this config 48" in capsys.readouterr().out
     fresh.run(["pretrain"])
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_open_run_compares_the_settings_a_result_depends_on(tiny_synth, tmp_path, capsys):
+    """A changed loss weight moves the run aside; a longer schedule continues it; a key a run saved
+    before it existed counts as its legacy value (temporal.init: pytorch)."""
+    from tvface.config import load_config
+    from tvface.training.trainer import open_run, run_config_differences
+
+    cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 1})
+    open_run(cfg, tmp_path / "run").run(["pretrain"])
+    longer = training_cfg(tiny_synth, **{"train.pretrain_steps": 2})
+    assert open_run(longer, tmp_path / "run").global_step == 1  # continued
+    heavier = training_cfg(tiny_synth, **{"train.pretrain_steps": 1, "loss.landmark": 2.0})
+    assert open_run(heavier, tmp_path / "run").global_step == 0
+    assert "loss.landmark: run 1.0, now 2.0" in capsys.readouterr().out
+    assert (tmp_path / "run.stale-1" / "last.pt").is_file()
+    from tvface.config import config_to_dict
+
+    base = load_config("cpu-demo")
+    stored = config_to_dict(base)
+    del stored["temporal"]["init"], stored["temporal"]["second_order"]
+    assert run_config_differences(stored, base) == ["temporal.init: run 'pytorch', now 'he'"]
+    assert run_config_differences(None, base) == []

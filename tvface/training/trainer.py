@@ -245,6 +245,7 @@ class Trainer:
         self.stage = None
         self.stage_step = 0
         self.done: list[dict] = []
+        self.resumed_config: dict | None = None  # the config stored in the checkpoint resume() read
         self.optimizer: torch.optim.Optimizer | None = None
         self._writer = None
 
@@ -324,6 +325,7 @@ class Trainer:
         load_trainable_state(self.model, ckpt["model"], path)
         self.stage, self.stage_step, self.global_step = ckpt["stage"], ckpt["stage_step"], ckpt["global_step"]
         self.done = list(ckpt.get("done", []))
+        self.resumed_config = ckpt.get("config")
         if self.stage is not None:
             self._set_modes(self.stage)
             self.optimizer = self._new_optimizer(self.stage)
@@ -505,28 +507,62 @@ class _NonFinite(Exception):
         self.terms = terms
 
 
+# What a run's result depends on: a run continued by open_run must have been made with the same values.
+RUN_SECTIONS = ("face_model", "model", "temporal", "loss")
+RUN_TRAIN_KEYS = ("batch_size", "lr", "seed", "warmup_steps", "grad_clip")
+# Keys added with a change of behaviour: the value a run saved before the key existed had.
+LEGACY_VALUES = {"temporal.init": "pytorch"}
+
+
+def run_config_differences(stored: dict | None, cfg: ProfileConfig) -> list[str]:
+    """``section.key: run X, now Y`` for every setting a run's result depends on (:data:`RUN_SECTIONS`,
+    :data:`RUN_TRAIN_KEYS`; not the step counts, so a longer schedule continues) that differs between
+    the run's stored config and ``cfg``. Keys the stored config lacks count as their
+    :data:`LEGACY_VALUES` (else as equal)."""
+    if not isinstance(stored, dict):
+        return []
+    now = json.loads(json.dumps(config_to_dict(cfg)))  # tuples -> lists, as stored
+    stored = json.loads(json.dumps(stored, default=str))
+    keys = [(sec, k) for sec in RUN_SECTIONS for k in now.get(sec, {})] + [("train", k) for k in RUN_TRAIN_KEYS]
+    diffs = []
+    for sec, k in keys:
+        v = now.get(sec, {}).get(k)
+        old = stored.get(sec, {}).get(k, LEGACY_VALUES.get(f"{sec}.{k}", v))
+        if old != v:
+            diffs.append(f"{sec}.{k}: run {old!r}, now {v!r}")
+    return diffs
+
+
 def open_run(cfg: ProfileConfig, out_dir: Path, progress: bool = False, **kwargs) -> Trainer:
     """A :class:`Trainer` on ``out_dir`` that continues the run there, if there is one (what the book and
     the study do when executed again).
 
     A run made for another model or config (a checkpoint :func:`check_compatible` refuses, e.g. after
-    the profile's encoder size changed) is not deleted: it is renamed to ``<out_dir>.stale-<n>``, one
-    line says so, and a new run starts in ``out_dir``.
+    the profile's encoder size changed, or one whose stored config differs in a setting its result
+    depends on, :func:`run_config_differences`, e.g. a changed loss weight or initialisation) is not
+    deleted: it is renamed to ``<out_dir>.stale-<n>``, one line says so, and a new run starts in
+    ``out_dir``.
     """
     out_dir = Path(out_dir)
     trainer = Trainer(cfg, out_dir, progress=progress, **kwargs)
     if (out_dir / LAST).exists():
+        reason = None
         try:
             trainer.resume()
+            diffs = run_config_differences(trainer.resumed_config, cfg)
+            if diffs:
+                reason = "; ".join(diffs)
         except CheckpointError as exc:
+            reason = str(exc).split(" config: ", 1)[-1].split(". Use ", 1)[0]
+        if reason is not None:
             n = 1
             while out_dir.with_name(f"{out_dir.name}.stale-{n}").exists():
                 n += 1
             aside = out_dir.with_name(f"{out_dir.name}.stale-{n}")
             os.replace(out_dir, aside)
-            reason = str(exc).split(" config: ", 1)[-1].split(". Use ", 1)[0]
             print(f"{out_dir}: the run there was made for another model or config ({reason}); moved to {aside}, "
                   "starting a new run")
+            trainer = Trainer(cfg, out_dir, progress=progress, **kwargs)
     return trainer
 
 
