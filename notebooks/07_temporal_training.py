@@ -34,7 +34,7 @@ profile = "cpu-demo"
 assets_dir = ""
 shared_dir = ""
 work_dir = ""
-study_dir = ""  # a finished `tvface study` folder (study.json) to show beside this run
+study_dir = ""  # a finished `tvface study` folder (study.json) to show; "": $TVFACE_DATA/studies/<profile>
 seed = 0
 overrides = []  # config overrides as `--set` takes them; `tvface book batch` sets them per grid cell
 
@@ -54,7 +54,15 @@ from tvface import book
 from tvface.config import load_config
 from tvface.evaluation.benchmark import heldout_sequences, load_sequence
 from tvface.evaluation.metrics import face_region_vertices, vertex_error_mm
-from tvface.evaluation.study import book_study, load_run, run_dir, run_study, split_tuning, to_markdown
+from tvface.evaluation.study import (
+    book_study,
+    default_study_dir,
+    load_run,
+    run_dir,
+    run_study,
+    split_tuning,
+    to_markdown,
+)
 from tvface.face_models.factory import load_face_model
 from tvface.synthetic.writer import dataset_roots, generate, ground_truth_mesh, load_ground_truth
 from tvface.viz import reconstruction_panels
@@ -187,12 +195,14 @@ plt.show()
 
 # %% [markdown]
 # ## The three-seed study
-# `tvface study --profile cpu-demo --seeds 0 1 2 --out STUDY_DIR` trains and evaluates every
-# (encoder, seed); its table (mean ± std over seeds) is shown here when `study_dir` points at it.
+# `tvface study --profile cpu-demo --seeds 0 1 2` trains and evaluates every (encoder, seed) into
+# `$TVFACE_DATA/studies/<profile>` (or `--out STUDY_DIR`, then pass `study_dir`); its table (mean ± std
+# over seeds) is shown here when it is present.
 
 # %%
-found = Path(study_dir) / "study.json" if study_dir else None
-if found is not None and found.is_file():
+found = Path(study_dir or default_study_dir(profile)) / "study.json"
+if found.is_file():
+    print(f"study: {found}")
     display(Markdown(to_markdown(json.loads(found.read_text()))))
 else:
-    print("no study result given (study_dir); run `tvface study` to make one")
+    print(f"no study result at {found}; `tvface study --profile {profile}` makes one")

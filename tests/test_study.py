@@ -114,3 +114,11 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
     again = run_study("smoke", tmp_path / "study", settings, real_roots=[real_root])
     assert [p.stat().st_mtime_ns for p in ckpts] == stamps
     assert again["rows"] == study["rows"]  # every evaluation came from its cache
+
+
+def test_default_study_dir_is_under_tvface_data(monkeypatch, tmp_path):
+    """Where `tvface study` writes without --out and the book's chapter looks: $TVFACE_DATA/studies/<profile>."""
+    from tvface.evaluation.study import default_study_dir
+
+    monkeypatch.setenv("TVFACE_DATA", str(tmp_path))
+    assert default_study_dir("cpu-demo") == tmp_path / "studies" / "cpu-demo"

@@ -469,6 +469,14 @@ def book_study(profile: str, work: Path, seed: int = 0,
     return settings, Path(work) / "study"
 
 
+def default_study_dir(profile: str) -> Path:
+    """Where ``tvface study`` writes without ``--out`` and where the book looks for a study:
+    ``$TVFACE_DATA/studies/<profile>``."""
+    from tvface.settings import data_dir
+
+    return data_dir() / "studies" / profile
+
+
 def load_run(profile: str, study_dir: Path, encoder: str, seed: int, overrides: Sequence[str] = ()):
     """The trained reconstructor of one run of a study (eval mode)."""
     from tvface.evaluation.run import load_trained
@@ -480,7 +488,9 @@ def _cmd_study(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="tvface: %(message)s")
     settings = StudySettings(seeds=tuple(args.seeds), encoders=tuple(args.encoders), fit_iters=args.fit_iters,
                              overrides=tuple(args.set), stages=tuple(args.stages))
-    study = run_study(args.profile, Path(args.out), settings, progress=not args.quiet,
+    out = Path(args.out) if args.out else default_study_dir(args.profile)
+    print(f"study folder: {out}")
+    study = run_study(args.profile, out, settings, progress=not args.quiet,
                       real_roots=[Path(p) for p in args.real])
     print(to_markdown(study))
     return 0
@@ -489,7 +499,8 @@ def _cmd_study(args) -> int:
 def add_study_parser(subparsers) -> None:
     p = subparsers.add_parser("study", help="per-frame vs temporal encoders: train + evaluate over seeds, one table")
     p.add_argument("--profile", default="cpu-demo")
-    p.add_argument("--out", required=True, help="study folder (runs, evaluations, study.json + study.md)")
+    p.add_argument("--out", default="", help="study folder (runs, evaluations, study.json + study.md); default "
+                   "$TVFACE_DATA/studies/<profile>, where the book's temporal chapter looks for it")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     p.add_argument("--fit-iters", type=int, default=100, help="iterations of the landmark-fit baselines")
