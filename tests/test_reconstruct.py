@@ -126,7 +126,8 @@ def test_reconstruct_a_dataset_exports_read_back_to_the_prediction(tiny_run, tmp
     cap = cv2.VideoCapture(str(track / "overlay.mp4"))
     n, width = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
     cap.release()
-    assert n == 8 and width == 3 * model.image_size
+    crop = layout.read_manifest(seqs[0])["image_size"]
+    assert crop != model.image_size and n == 8 and width == 3 * crop  # drawn at the crops' size, not the encoder's
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["checkpoint"]["sha256"] and manifest["inputs"][0]["sha256"] and len(manifest["tracks"]) == len(seqs)
 

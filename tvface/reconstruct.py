@@ -257,13 +257,28 @@ def _draw_points(img: np.ndarray, points_screen: torch.Tensor, color: tuple[int,
             img[b, np.clip(px[..., 1] + dy, 0, h - 1), np.clip(px[..., 0] + dx, 0, w - 1)] = color
 
 
+def _shape_renderer(model, size: int):
+    """The model's renderer at ``size`` pixels (the overlay is drawn at the crops' own resolution, not
+    at the encoder's input size): screen coordinates do not depend on it. Built once per size."""
+    if size == model.renderer.image_size:
+        return model.renderer
+    cache = model.__dict__.setdefault("_overlay_renderers", {})
+    if size not in cache:
+        from tvface.rendering import MeshRenderer
+
+        fm = model.face_model
+        cache[size] = MeshRenderer(fm.faces, fm.uv_coords, fm.uv_faces, size, 8, backend=model.renderer.backend)
+    return cache[size]
+
+
 def _overlay_frames(model, dec, frames: torch.Tensor, detected: torch.Tensor) -> np.ndarray:
-    """(T, H, 3W, 3) uint8 RGB: input | detected (green) + predicted (red) landmarks | shape over the frame.
+    """(T, H, 3W, 3) uint8 RGB: input | detected (green) + predicted (red) landmarks | shape over the frame,
+    at the size of ``frames``.
 
     Only the shape images are rendered (:meth:`tvface.rendering.renderer.Renderer.render_shape`), and
     the strip is put together in uint8: the overlay costs a fraction of the encoder (bench_reconstruct).
     """
-    shape, alpha = model.renderer.render_shape(dec.verts, dec.screen_verts)
+    shape, alpha = _shape_renderer(model, frames.shape[-1]).render_shape(dec.verts, dec.screen_verts)
     inp = _to_uint8(frames)
     over = _to_uint8(shape * alpha + frames * (1 - alpha))
     lm = inp.copy()
@@ -334,9 +349,10 @@ def reconstruct_track(model, seq_dir: Path, out_dir: Path, settings: Reconstruct
             w = model.face_model.expression_weights(flat["exp"], flat["pose"]).numpy()
         write_blendshape_csv(tmp / "blendshapes.csv", w, model.face_model.expression_names, names, src_frames)
     fps = source_fps(seq_dir)
-    if settings.overlay:
+    if settings.overlay:  # at the crops' own size (the encoder may see them smaller)
+        full = frames if batch["image_size"] == manifest.get("image_size") else load_sequence(seq_dir)["image"]
         with torch.no_grad():
-            strip = _overlay_frames(model, dec, frames, batch["landmark"])
+            strip = _overlay_frames(model, dec, full, batch["landmark"])
         write_video(tmp / "overlay.mp4", strip, fps)
     atomic_write_text(tmp / "track.json", json.dumps({
         "key": key, "sequence": str(seq_dir), "frames": t, "fps": fps, "source": manifest.get("source"),
