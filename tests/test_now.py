@@ -193,9 +193,9 @@ def test_cli_offset_scan_gives_the_offset_and_recovers_the_transform(tmp_path, c
     pred_m = s * (verts / 1000) @ rot.T + t
     images, scans = tmp_path / "pred", tmp_path / "scans"
     images.mkdir(), scans.mkdir()
-    write_obj(images / "img01.obj", pred_m, faces)
+    write_obj(images / "img01.obj", pred_m, faces, decimals=10)
     write_lmks(images / "img01_lmk7.txt", pred_m[lmk_idx])
-    write_obj(scans / "img01.obj", scan, np.zeros((0, 3), np.int64))  # a point cloud is enough
+    write_obj(scans / "img01.obj", scan, np.zeros((0, 3), np.int64), decimals=10)  # a point cloud is enough
     write_lmks(scans / "img01_lmk7.txt", verts[lmk_idx])
     out = tmp_path / "now.json"
     assert main(["evaluate", "now", "--images", str(images), "--scans", str(scans), "--json", str(out),
@@ -225,12 +225,12 @@ def test_cli_zero_error_scan_refinement_fixes_off_landmarks(tmp_path, capsys):
     for stem in ("a", "b", "c"):
         s, rot, t = random_similarity(rng)
         preds[stem] = s * (verts / 1000) @ rot.T + t
-        write_obj(images / f"{stem}.obj", preds[stem], faces)
+        write_obj(images / f"{stem}.obj", preds[stem], faces, decimals=10)
     lmk = verts[lmk_idx]
     off = (lmk - lmk.mean(0)) @ axis_angle([1, 2, 0.5], 4.0).T + lmk.mean(0) + np.array([2.0, -1.0, 0.5])
     write_lmks(images / "a_lmk7.txt", _fit(verts, preds["a"])(off))  # the off landmarks, in the prediction's frame
     for stem in ("a", "b"):
-        write_obj(scans / f"{stem}.obj", verts, faces)
+        write_obj(scans / f"{stem}.obj", verts, faces, decimals=10)
         write_lmks(scans / f"{stem}_lmk7.txt", lmk)
     out = tmp_path / "now.json"
     argv = ["evaluate", "now", "--images", str(images), "--scans", str(scans), "--json", str(out),
@@ -277,9 +277,9 @@ def _one_pair(tmp_path):
     verts, faces, lmk_idx = ellipsoid()
     images, scans = tmp_path / "pred", tmp_path / "scans"
     images.mkdir(), scans.mkdir()
-    write_obj(images / "x.obj", verts / 1000, faces)
+    write_obj(images / "x.obj", verts / 1000, faces, decimals=10)
     write_lmks(images / "x_lmk7.txt", verts[lmk_idx] / 1000)
-    write_obj(scans / "x.obj", verts, faces)
+    write_obj(scans / "x.obj", verts, faces, decimals=10)
     write_lmks(scans / "x_lmk7.txt", verts[lmk_idx])
     return images, scans
 

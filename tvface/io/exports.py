@@ -55,6 +55,9 @@ def obj_vertex_lines(verts: np.ndarray, decimals: int = OBJ_DECIMALS) -> bytes:
     if not np.isfinite(verts).all():
         raise ValueError("vertices must be finite to be written to OBJ")
     scale = 10 ** decimals
+    if verts.size and float(np.abs(verts).max()) * scale >= 2.0 ** 62:
+        raise ValueError(f"coordinates up to {float(np.abs(verts).max()):g} do not fit {decimals} decimals in fixed "
+                         "point; write fewer decimals")
     q = np.rint(verts * scale).astype(np.int64)  # (V, 3)
     a = np.abs(q)
     ip, fp = a // scale, a % scale
@@ -85,11 +88,12 @@ def obj_vertex_lines(verts: np.ndarray, decimals: int = OBJ_DECIMALS) -> bytes:
     return buf.tobytes()
 
 
-def write_obj(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray) -> None:
-    """ASCII OBJ (``v x y z`` in metres with 6 decimals, ``f a b c`` 1-based), written atomically."""
+def write_obj(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray, decimals: int = OBJ_DECIMALS) -> None:
+    """ASCII OBJ (``v x y z`` with ``decimals`` decimals: 6 = micrometres for meshes in metres; ``f a b
+    c`` 1-based), written atomically."""
     verts, faces = _check_mesh(verts, faces)
     f_bytes = _obj_faces_bytes(np.ascontiguousarray(faces).tobytes(), len(faces))
-    atomic_write_bytes(path, b"# tvface mesh (metres)\n" + obj_vertex_lines(verts) + f_bytes)
+    atomic_write_bytes(path, b"# tvface mesh\n" + obj_vertex_lines(verts, decimals) + f_bytes)
 
 
 _PLY_HEADER = ("ply\nformat binary_little_endian 1.0\ncomment tvface mesh (metres)\nelement vertex {nv}\n"
