@@ -253,8 +253,12 @@ def test_open_run_compares_the_settings_a_result_depends_on(tiny_synth, tmp_path
     assert (tmp_path / "run.stale-1" / "last.pt").is_file()
     from tvface.config import config_to_dict
 
-    base = load_config("cpu-demo")
+    base = load_config("cpu-demo", ["model.encoder=temporal"])
     stored = config_to_dict(base)
     del stored["temporal"]["init"], stored["temporal"]["second_order"]
     assert run_config_differences(stored, base) == ["temporal.init: run 'pytorch', now 'he'"]
+    per_frame = load_config("cpu-demo", ["model.encoder=resnet"])  # does not depend on the temporal section
+    stored = config_to_dict(per_frame)
+    del stored["temporal"]["init"]
+    assert run_config_differences(stored, per_frame) == []
     assert run_config_differences(None, base) == []

@@ -517,13 +517,15 @@ LEGACY_VALUES = {"temporal.init": "pytorch"}
 def run_config_differences(stored: dict | None, cfg: ProfileConfig) -> list[str]:
     """``section.key: run X, now Y`` for every setting a run's result depends on (:data:`RUN_SECTIONS`,
     :data:`RUN_TRAIN_KEYS`; not the step counts, so a longer schedule continues) that differs between
-    the run's stored config and ``cfg``. Keys the stored config lacks count as their
+    the run's stored config and ``cfg`` (``temporal`` only for a temporal encoder: a per-frame run does
+    not depend on it). Keys the stored config lacks count as their
     :data:`LEGACY_VALUES` (else as equal)."""
     if not isinstance(stored, dict):
         return []
     now = json.loads(json.dumps(config_to_dict(cfg)))  # tuples -> lists, as stored
     stored = json.loads(json.dumps(stored, default=str))
-    keys = [(sec, k) for sec in RUN_SECTIONS for k in now.get(sec, {})] + [("train", k) for k in RUN_TRAIN_KEYS]
+    sections = [sec for sec in RUN_SECTIONS if sec != "temporal" or cfg.model.encoder == "temporal"]
+    keys = [(sec, k) for sec in sections for k in now.get(sec, {})] + [("train", k) for k in RUN_TRAIN_KEYS]
     diffs = []
     for sec, k in keys:
         v = now.get(sec, {}).get(k)
