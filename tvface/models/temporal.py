@@ -101,30 +101,22 @@ def init_he(module: nn.Module) -> int:
     and learning from random weights starts late (the supervised probe of
     ``benchmarks/probe_encoder.py --arch temporal``).
     """
-    n = 0
-    for m in module.modules():
-        if isinstance(m, ResidualBlockBN):
-            nn.init.kaiming_normal_(m.conv1.weight, nonlinearity="relu")
-            nn.init.kaiming_normal_(m.conv2.weight, nonlinearity="relu")
-            with torch.no_grad():
-                m.conv2.weight.mul_(0.1)
-            for c in (m.conv1, m.conv2):
-                if c.bias is not None:
-                    nn.init.zeros_(c.bias)
-            n += 2
-    done = {id(c) for m in module.modules() if isinstance(m, ResidualBlockBN) for c in (m.conv1, m.conv2)}
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d) and id(m) not in done and not _is_offset_head(module, m):
+    blocks = [m for m in module.modules() if isinstance(m, ResidualBlockBN)]
+    for m in blocks:
+        nn.init.kaiming_normal_(m.conv1.weight, nonlinearity="relu")
+        nn.init.kaiming_normal_(m.conv2.weight, nonlinearity="relu")
+        with torch.no_grad():
+            m.conv2.weight.mul_(0.1)
+    # residual convs done above; the last layer of each offset CNN stays zero (zero residual offsets)
+    skip = {id(c) for m in blocks for c in (m.conv1, m.conv2)}
+    skip |= {id(m.conv_offset[-1]) for m in module.modules() if isinstance(m, SecondOrderDeformableAlignment)}
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    for m in convs:
+        if id(m) not in skip:
             nn.init.kaiming_normal_(m.weight, a=0.1, nonlinearity="leaky_relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-            n += 1
-    return n
-
-
-def _is_offset_head(root: nn.Module, conv: nn.Conv2d) -> bool:
-    """The last layer of each deformable alignment's offset CNN stays zero (zero residual offsets)."""
-    return any(isinstance(m, SecondOrderDeformableAlignment) and m.conv_offset[-1] is conv for m in root.modules())
+        if m.bias is not None:  # the offset heads' biases are zero already
+            nn.init.zeros_(m.bias)
+    return len(convs) - len(skip) + 2 * len(blocks)
 
 
 def branch_names(n_levels: int) -> list[str]:
