@@ -99,3 +99,45 @@ def test_render_shape_alone_equals_the_full_render():
     assert shape.shape == (2, 3, 40, 40) and alpha.sum() > 100
     torch.testing.assert_close(shape, full.shape_images, rtol=0, atol=0)
     torch.testing.assert_close(alpha, full.alpha, rtol=0, atol=0)
+
+
+def _flat_image(renderer, verts, screen):
+    pix_idx, grey = renderer.render_shape_flat(verts, screen)
+    size = renderer.image_size
+    out = torch.zeros(verts.shape[0] * size * size)
+    cover = torch.zeros_like(out)
+    out[pix_idx], cover[pix_idx] = grey, 1.0
+    return out.view(-1, 1, size, size), cover.view(-1, 1, size, size)
+
+
+def test_render_shape_flat_equals_smooth_on_a_plane():
+    """All face normals of a plane equal its vertex normals: per-triangle shading = DECA's shape image."""
+    from tvface.rendering.mesh import generate_triangles
+
+    n = 9
+    ys, xs = torch.meshgrid(torch.linspace(-0.6, 0.6, n), torch.linspace(-0.6, 0.6, n), indexing="ij")
+    faces = torch.from_numpy(generate_triangles(n, n)).long()
+    renderer = MeshRenderer(faces, torch.zeros(n * n, 2), faces, image_size=32, uv_size=8, cull_backfaces=False)
+    verts = torch.stack([xs, ys, 0.3 * xs - 0.2 * ys], -1).reshape(1, -1, 3)  # a tilted plane
+    verts = torch.cat([verts, verts * torch.tensor([1.0, 1.0, -1.0])])  # and its mirror: another normal
+    screen = orth_to_screen(verts, torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.1, -0.05]]))
+    shape, alpha = renderer.render_shape(verts, screen)
+    flat, cover = _flat_image(renderer, verts, screen)
+    assert alpha.sum() > 300
+    torch.testing.assert_close(cover, alpha, rtol=0, atol=0)
+    torch.testing.assert_close(flat, shape[:, :1], rtol=0, atol=1e-6)
+
+
+def test_render_shape_flat_on_a_sphere_covers_the_same_pixels_and_shades_close():
+    """On a curved mesh the covered pixels are the same z-buffer's; the grey differs from the smooth
+    shading by the angle between a triangle's normal and its corners' normals (a few percent here)."""
+    verts, faces, uv = uv_sphere(32, 64)
+    renderer = MeshRenderer(faces, uv, faces, image_size=48, uv_size=16)
+    verts = verts[None]
+    screen = orth_to_screen(verts, torch.tensor([[0.9, 0.0, 0.0]]))
+    shape, alpha = renderer.render_shape(verts, screen)
+    flat, cover = _flat_image(renderer, verts, screen)
+    torch.testing.assert_close(cover, alpha, rtol=0, atol=0)
+    diff = (flat - shape[:, :1]).abs()[alpha > 0]
+    assert diff.mean() < 0.02 and diff.max() < 0.12
+    assert (flat[alpha > 0] > 0).float().mean() > 0.9  # lit, not a black disc

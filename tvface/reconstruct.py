@@ -275,12 +275,15 @@ def _overlay_frames(model, dec, frames: torch.Tensor, detected: torch.Tensor) ->
     """(T, H, 3W, 3) uint8 RGB: input | detected (green) + predicted (red) landmarks | shape over the frame,
     at the size of ``frames``.
 
-    Only the shape images are rendered (:meth:`tvface.rendering.renderer.Renderer.render_shape`), and
-    the strip is put together in uint8: the overlay costs a fraction of the encoder (bench_reconstruct).
+    The shape is DECA's grey render shaded per triangle
+    (:meth:`tvface.rendering.renderer.MeshRenderer.render_shape_flat`: no vertex normals or barycentrics),
+    written into the covered pixels of a uint8 copy of the frame: the overlay costs a fraction of the
+    encoder (``benchmarks/bench_reconstruct.py``).
     """
-    shape, alpha = _shape_renderer(model, frames.shape[-1]).render_shape(dec.verts, dec.screen_verts)
+    pix_idx, grey = _shape_renderer(model, frames.shape[-1]).render_shape_flat(dec.verts, dec.screen_verts)
     inp = _to_uint8(frames)
-    over = _to_uint8(shape * alpha + frames * (1 - alpha))
+    over = inp.copy()
+    over.reshape(-1, 3)[pix_idx.numpy()] = (grey.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()[:, None]
     lm = inp.copy()
     _draw_points(lm, detected[..., :2], (0, 255, 0))
     _draw_points(lm, dec.lmks_2d, (255, 0, 0))

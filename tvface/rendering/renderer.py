@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
-from tvface.rendering.mesh import vertex_normals
-from tvface.rendering.rasterize import Fragments, interpolate, rasterize
+from tvface.rendering.mesh import face_normals, vertex_normals
+from tvface.rendering.rasterize import Fragments, interpolate, ndc_to_pixel, rasterize, rasterize_visibility
 from tvface.rendering.rasterize_pytorch3d import pytorch3d_available, rasterize_pytorch3d
 from tvface.rendering.shading import (
     SHAPE_ALBEDO,
@@ -130,10 +131,37 @@ class MeshRenderer(nn.Module):
     def vertex_normals(self, verts: Tensor) -> Tensor:
         return vertex_normals(verts, self.faces)
 
+    def visible_faces(self, screen_verts: Tensor) -> tuple[Tensor, Tensor]:
+        """(pix_idx, face_idx), both (N,): the covered pixels (flat into (B, H, W), sorted) and their
+        nearest triangle, without barycentrics (``torch`` backend: the z-buffer pass alone)."""
+        if self.backend == "pytorch3d":
+            frags = self.rasterize(screen_verts)
+            return frags.pix_idx, frags.face_idx
+        sv = screen_verts.detach().float()
+        size = self.image_size
+        return rasterize_visibility(ndc_to_pixel(sv[..., :2], size, size), sv[..., 2], self.faces, size, size,
+                                    self.cull_backfaces)
+
+    def render_shape_flat(self, verts: Tensor, screen_verts: Tensor) -> tuple[Tensor, Tensor]:
+        """The grey shape (:meth:`render_shape`) shaded per triangle: (pix_idx (N,), grey (N,) in [0, 1]).
+
+        Every covered pixel takes its triangle's unit normal instead of the interpolated vertex normal
+        (the same lights, albedo and facing test), so neither vertex normals nor barycentrics are
+        computed; where a triangle covers a pixel or two (a face model at crop resolution) the picture
+        is the same, at about a third of the cost. On a planar mesh it equals :meth:`render_shape`.
+        """
+        pix_idx, face_idx = self.visible_faces(screen_verts)
+        n_faces = self.faces.shape[0]
+        b = torch.div(pix_idx, self.image_size * self.image_size, rounding_mode="floor")
+        fn = face_normals(verts.detach().float(), self.faces).reshape(-1, 3)  # (B * F, 3)
+        n = torch.nn.functional.normalize(fn.index_select(0, b * n_faces + face_idx), dim=-1, eps=1e-6)
+        facing = (n[:, 2:] > SHAPE_FACING_THRESHOLD).to(n.dtype)
+        return pix_idx, (SHAPE_ALBEDO * directional_shading(n) * facing)[:, 0]
+
     def render_shape(self, verts: Tensor, screen_verts: Tensor) -> tuple[Tensor, Tensor]:
         """DECA's grey shape images (B, 3, H, W) and the coverage (B, 1, H, W) alone, the same numbers
         as :meth:`forward`'s ``shape_images`` and ``alpha`` without albedo, light, UV or the other
-        images (what overlays need: ``tvface reconstruct``)."""
+        images. :meth:`render_shape_flat` is the cheaper picture for overlays."""
         frags = self.rasterize(screen_verts)
         pix_normals = interpolate(frags, self.vertex_normals(verts), self.faces)
         facing = (pix_normals[:, 2:] > SHAPE_FACING_THRESHOLD).to(pix_normals.dtype)
