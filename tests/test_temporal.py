@@ -212,7 +212,6 @@ def test_he_init_known_weight_scale_zero_biases_and_kept_zero_offsets():
     """init="he": every plain conv's weights have std gain/sqrt(fan_in) (LeakyReLU(0.1) gain, residual
     second convs x0.1), biases 0; the offset CNNs' last layers stay zero; "pytorch" keeps the default."""
     import math
-
     from dataclasses import replace
 
     from tvface.models.alignment import SecondOrderDeformableAlignment
@@ -260,10 +259,16 @@ def test_ablation_first_order_feeds_no_second_neighbour():
     for second in (True, False):
         torch.manual_seed(0)
         prop = GridPropagation(replace(TINY, second_order=second))
-        seen = []
-        for name, mod in prop.align.items():
-            orig = mod.forward
-            mod.forward = (lambda o: lambda cur, n1, n2, f1, f2: (seen.append(float(n2.detach().abs().sum())), o(cur, n1, n2, f1, f2))[1])(orig)
+        seen: list[float] = []
+
+        def recording(forward, seen=seen):
+            def wrapped(cur, n1, n2, f1, f2):
+                seen.append(float(n2.detach().abs().sum()))  # the i-2 neighbour's feature
+                return forward(cur, n1, n2, f1, f2)
+            return wrapped
+
+        for mod in prop.align.values():
+            mod.forward = recording(mod.forward)
         prop(frames_feats, _rand_flows(1, 4, 6, 6))
         assert len(seen) == 3 * len(prop.names)  # T - 1 alignments per branch
         if second:
