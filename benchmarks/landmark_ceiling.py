@@ -63,8 +63,9 @@ def main() -> None:
                     "true identity, zero expression": face(shape, exp * 0, pose).verts,
                     "mean identity, true expression": face(shape * 0, exp, pose).verts}
         xy = pixels_to_screen(torch.as_tensor(arr["lmks_2d_px"]).float(), meta["image_size"])
+        detected = load_sequence(s.seq_dir, cfg.model.image_size)["landmark"].float()
         targets = {"landmark fit, ground-truth landmarks": torch.cat([xy, torch.ones_like(xy[..., :1])], -1),
-                   "landmark fit, detected landmarks": load_sequence(s.seq_dir, cfg.model.image_size)["landmark"].float()}
+                   "landmark fit, detected landmarks": detected}
         for name, target in targets.items():
             p = fit_landmarks(face, target, iters=args.iters)
             with torch.no_grad():
