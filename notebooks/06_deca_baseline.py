@@ -109,9 +109,11 @@ plt.show()
 # ## Evaluation on held-out identities
 # Face-region vertex error after a similarity alignment (shape, expression and jaw; pose and scale
 # removed) and landmark NME against the ground truth, by condition. The **mean face** (zero shape
-# and expression, pose and camera fitted to the detected landmarks) and the **landmark fit**
-# (per-frame optimisation of shape, expression, pose and camera to the detected landmarks) are the
-# two non-learned references. `tvface evaluate` prints the same table.
+# and expression, pose and camera fitted to the detected landmarks), the **training mean** (the
+# training identities' average shape and expression, placed the same way: the best *constant*
+# answer, which a model that ignores its input would approach) and the **landmark fit** (per-frame
+# optimisation of shape, expression, pose and camera to the detected landmarks) are the non-learned
+# references. `tvface evaluate` prints the same table.
 
 # %%
 result = run_benchmark(cfg, run_dir / "last.pt", fit_iters=30 if smoke else 100)

@@ -260,6 +260,21 @@ def test_rigid_fit_of_the_mean_face_recovers_pose_and_camera(ict_model):
     torch.testing.assert_close(fit["cam"], p["cam"], atol=1e-3, rtol=3e-3)
 
 
+def test_rigid_fit_with_fixed_codes_recovers_pose_and_camera_of_that_face(ict_model):
+    """codes= fixes shape and expression at given values (the training mean's fit): with the true
+    codes the rigid fit lands on the landmarks; the zero codes' mean face cannot."""
+    p = known_params(ict_model, 3, seed=2)
+    p["shape"], p["exp"] = p["shape"][:1].expand(3, -1), p["exp"][:1].expand(3, -1)  # one face, three poses
+    target = project(ict_model, p)
+    fit = fit_rigid(ict_model, target, codes={"shape": p["shape"][0], "exp": p["exp"][0]})
+    torch.testing.assert_close(fit["shape"], p["shape"], rtol=0, atol=0)
+    torch.testing.assert_close(fit["exp"], p["exp"], rtol=0, atol=0)
+    nme = fit_nme(ict_model, fit, target)
+    assert nme.max().item() < 0.3 and fit_nme(ict_model, fit_rigid(ict_model, target), target).mean() > 3 * nme.mean()
+    with pytest.raises(ValueError, match="codes\\['exp'\\] must be"):
+        fit_rigid(ict_model, target, codes={"exp": torch.zeros(ict_model.n_exp + 1)})
+
+
 def test_landmark_fit_matches_landmarks_of_a_known_face(ict_model):
     p = known_params(ict_model, 6)
     target = project(ict_model, p)
@@ -332,6 +347,26 @@ def test_heldout_sequences_are_the_validation_identities(tiny_benchmark):
     assert all(s.gt_dir == tiny_benchmark["gt_root"] / s.seq_dir.parent.name / "seq000" for s in seqs)
     with pytest.raises(ValueError, match="no held-out identity"):
         heldout_sequences(tiny_benchmark["root"], tiny_benchmark["gt_root"], val_fraction=0.0)
+
+
+def test_training_mean_codes_average_the_training_identities_ground_truth(tiny_benchmark, ict_model, tmp_path):
+    from tvface.evaluation.benchmark import BenchmarkSequence, TrainingMeanMethod, training_mean_codes
+
+    root, gt_root = tiny_benchmark["root"], tiny_benchmark["gt_root"]
+    codes = training_mean_codes(root, gt_root, 1.0, 0)  # val_fraction 1.0 keeps idc for training
+    gt = np.load(gt_root / "idc" / "seq000" / "gt.npz")
+    np.testing.assert_allclose(codes["shape"].numpy(), gt["shape"], atol=1e-6)  # one identity: its shape
+    np.testing.assert_allclose(codes["exp"].numpy(), gt["exp"].mean(0), atol=1e-6)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no training identity"):
+        training_mean_codes(tmp_path / "empty", gt_root, 1.0, 0)
+    # on the training identity's own sequence the shape is exact and the expression the frames'
+    # average: it beats the zero-code mean face there
+    own = [BenchmarkSequence(root / "idc" / "seq000", gt_root / "idc" / "seq000", "blur")]
+    result = evaluate([MeanFaceMethod(ict_model, iters=30, rigid_iters=10),
+                       TrainingMeanMethod(ict_model, codes, iters=30, rigid_iters=10)], own, ict_model, image_size=32)
+    err = {r["method"]: r["vertex_mm_mean"] for r in result["results"] if r["condition"] == "all"}
+    assert err["training mean"] < 0.5 * err["mean face"]
 
 
 def test_load_sequence_normalises_detected_landmarks(tiny_benchmark):

@@ -82,7 +82,8 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
         shutil.copytree(s.seq_dir, real_root / "person" / s.seq_dir.name)
     study = run_study("smoke", tmp_path / "study", settings, real_roots=[real_root])
     methods = list(dict.fromkeys(r["method"] for r in study["rows"]))
-    assert methods == ["mean face", "landmark fit", "per-frame", ONE_EURO, MOVING_AVERAGE, "temporal"]
+    assert methods == ["mean face", "training mean", "landmark fit", "per-frame", ONE_EURO, MOVING_AVERAGE,
+                       "temporal"]
     by = {(r["method"], r["condition"]): r for r in study["rows"]}
     for m in methods:
         r = by[(m, "all")]

@@ -164,6 +164,47 @@ class MeanFaceMethod:
         return params_to_prediction(self.model, params, batch["image_size"])
 
 
+def training_mean_codes(root: Path, gt_root: Path, val_fraction: float = 0.2, seed: int = 0) -> dict[str, Tensor]:
+    """The average ground-truth ``shape`` (n_shape,) and ``exp`` (n_exp,) over every frame of the
+    *training* identities (the other side of :func:`heldout_sequences`' split)."""
+    root, gt_root = Path(root), Path(gt_root)
+    seqs = layout.list_sequences(root)
+    train, _ = split_identities(sorted({s.parent.name for s in seqs}), val_fraction, seed)
+    shape, exp = [], []
+    for s in seqs:
+        if s.parent.name not in train:
+            continue
+        arrays, _ = load_ground_truth(gt_root / s.parent.name / s.name)
+        t = arrays["exp"].shape[0]
+        shape.append(np.broadcast_to(arrays["shape"], (t, arrays["shape"].shape[-1])))  # one identity per sequence
+        exp.append(arrays["exp"])
+    if not exp:
+        raise ValueError(f"no training identity under {root} with val_fraction={val_fraction}, seed={seed}: "
+                         "the training mean needs the training side of the split")
+    return {"shape": torch.from_numpy(np.concatenate(shape).mean(0)).float(),
+            "exp": torch.from_numpy(np.concatenate(exp).mean(0)).float()}
+
+
+class TrainingMeanMethod(MeanFaceMethod):
+    """The best constant face: the training identities' average shape and expression
+    (:func:`training_mean_codes`, from their ground truth), posed and placed on the detected landmarks.
+
+    A model that scores near it in vertex error has learned the average face, not to follow the
+    input; the landmark NME and the acceleration error tell the two apart."""
+
+    name = "training mean"
+
+    def __init__(self, model, codes: dict[str, Tensor], iters: int = DEFAULT_ITERS,
+                 rigid_iters: int = DEFAULT_RIGID_ITERS) -> None:
+        super().__init__(model, iters, rigid_iters)
+        self.codes = codes
+
+    def predict(self, batch: dict) -> dict[str, Tensor]:
+        params = fit_rigid(self.model, batch["landmark"], iters=self.iters, rigid_iters=self.rigid_iters,
+                           codes=self.codes)
+        return params_to_prediction(self.model, params, batch["image_size"])
+
+
 class LandmarkFitMethod:
     """Per-frame optimisation of every parameter to the detected landmarks
     (:func:`tvface.evaluation.fit.fit_landmarks`; ``fit_kwargs`` go to it)."""

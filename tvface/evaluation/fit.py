@@ -137,16 +137,18 @@ def _camera(log_scale: Tensor, centre: Tensor, rot: Tensor, anchor: Tensor) -> T
 
 def fit_landmarks(model, target: Tensor, iters: int = DEFAULT_ITERS, rigid_only: bool = False,
                   rigid_iters: int = DEFAULT_RIGID_ITERS, w_shape: float = W_SHAPE,
-                  w_exp: float = W_EXP) -> dict[str, Tensor]:
+                  w_exp: float = W_EXP, codes: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """Fit shape, expression, pose and camera of N frames to their landmarks (see module docstring).
 
     Args:
         model: a :class:`tvface.face_models.base.FaceModel`.
         target: (N, 68, 3) DECA-normalised landmarks: x, y in [-1, 1] (x right, y down), visibility.
         iters: Adam steps of the second stage (everything; pose and camera with ``rigid_only``).
-        rigid_only: keep shape and expression at zero.
+        rigid_only: keep shape and expression at their start (zero, or ``codes``).
         rigid_iters: Adam steps of the first stage (global rotation and camera).
         w_shape, w_exp: prior weights (:data:`W_SHAPE`, :data:`W_EXP`).
+        codes: optional start ``shape`` (n_shape,) or (N, n_shape) and ``exp`` (n_exp,) or (N, n_exp)
+            instead of zeros (fixed with ``rigid_only``: e.g. the training split's average face).
     Returns:
         ``shape`` (N, n_shape), ``exp`` (N, n_exp), ``pose`` (N, 6), ``cam`` (N, 3), detached.
     """
@@ -154,6 +156,14 @@ def fit_landmarks(model, target: Tensor, iters: int = DEFAULT_ITERS, rigid_only:
     view = landmark_view(model)
     n, dtype, device = target.shape[0], target.dtype, target.device
     z = view.zeros(n, device=device, dtype=dtype)
+    for key, value in (codes or {}).items():
+        if key not in ("shape", "exp"):
+            raise ValueError(f"codes: only 'shape' and 'exp' start values, got {key!r}")
+        value = torch.as_tensor(value, dtype=dtype, device=device)
+        if value.shape[-1] != z[key].shape[-1] or value.ndim not in (1, 2):
+            raise ValueError(f"codes[{key!r}] must be ({z[key].shape[-1]},) or (N, {z[key].shape[-1]}), "
+                             f"got {tuple(value.shape)}")
+        z[key] = value.expand(n, -1).clone()
     cam0 = init_camera(view, target)
     shape, exp = z["shape"].requires_grad_(), z["exp"].requires_grad_()
     rot, jaw = z["pose"][:, :3].clone().requires_grad_(), z["pose"][:, 3:].clone().requires_grad_()
@@ -197,8 +207,8 @@ def fit_landmarks(model, target: Tensor, iters: int = DEFAULT_ITERS, rigid_only:
             "cam": cam.detach()}
 
 
-def fit_rigid(model, target: Tensor, iters: int = DEFAULT_ITERS, rigid_iters: int = DEFAULT_RIGID_ITERS
-              ) -> dict[str, Tensor]:
-    """The mean face on the landmarks: :func:`fit_landmarks` with shape and expression fixed at zero
-    (global rotation, jaw and camera are fitted)."""
-    return fit_landmarks(model, target, iters=iters, rigid_only=True, rigid_iters=rigid_iters)
+def fit_rigid(model, target: Tensor, iters: int = DEFAULT_ITERS, rigid_iters: int = DEFAULT_RIGID_ITERS,
+              codes: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """The mean face on the landmarks: :func:`fit_landmarks` with shape and expression fixed at zero,
+    or at ``codes`` (global rotation, jaw and camera are fitted)."""
+    return fit_landmarks(model, target, iters=iters, rigid_only=True, rigid_iters=rigid_iters, codes=codes)

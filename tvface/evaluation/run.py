@@ -18,9 +18,11 @@ from tvface.evaluation.benchmark import (
     CallableMethod,
     LandmarkFitMethod,
     MeanFaceMethod,
+    TrainingMeanMethod,
     evaluate,
     heldout_sequences,
     to_markdown,
+    training_mean_codes,
     write_results,
 )
 from tvface.models.reconstructor import Reconstructor
@@ -67,7 +69,9 @@ def run_benchmark(cfg: ProfileConfig, checkpoint: Path | None, split: str = "val
     face = load_face_model(cfg.face_model)
     methods = []
     if baselines:
-        methods += [MeanFaceMethod(face, iters=fit_iters), LandmarkFitMethod(face, iters=fit_iters)]
+        mean = training_mean_codes(root, gt_root, cfg.data.val_fraction, cfg.data.split_seed)
+        methods += [MeanFaceMethod(face, iters=fit_iters), TrainingMeanMethod(face, mean, iters=fit_iters),
+                    LandmarkFitMethod(face, iters=fit_iters)]
     if checkpoint is not None:
         methods.append(reconstructor_method(load_trained(cfg, checkpoint), name))
     result = evaluate(methods, seqs, face)  # the fits need autograd; predict() runs without it
