@@ -5,7 +5,8 @@
     python benchmarks/ablation_table.py --reference STUDIES/cpu-demo --seed 0 \\
         --ablation "first-order only=STUDIES/first-order" --ablation "no flow guidance=STUDIES/no-flow"
 
-Every column is one training run of the same seed (the same initialisation of the shared parts, the
+After the seedless references (mean face; training mean, the best constant face), every column is
+one training run of the same seed (the same initialisation of the shared parts, the
 same batches, the same number of frames seen), evaluated by ``tvface study`` on the same test part of
 the held-out identities: the per-frame model and the full temporal model of the reference study, then
 each ablation's temporal run. The last column is the full temporal model's standard deviation over the
@@ -49,8 +50,17 @@ def _frame_weighted_all(rows: dict[str, dict], metric: str) -> float:
     return sum(r[metric] * r["n_frames"] for r in rows.values()) / n
 
 
+def _baseline_rows(study: Path) -> list[tuple[str, dict[str, dict]]]:
+    """(method, condition -> row) of the reference study's seedless baselines (``baselines.json``)."""
+    path = study / "baselines.json"
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    return [(m, {r["condition"]: r for r in rows if r["method"] == m})
+            for m in ("mean face", "training mean") if any(r["method"] == m for r in rows)]
+
+
 def table(reference: Path, ablations: list[tuple[str, Path]], seed: int) -> str:
-    columns = [("per-frame", _run_rows(reference, "resnet", seed)),
+    columns = _baseline_rows(reference)
+    columns += [("per-frame", _run_rows(reference, "resnet", seed)),
                ("temporal (full)", _run_rows(reference, "temporal", seed))]
     columns += [(name, _run_rows(path, "temporal", seed)) for name, path in ablations]
     spread = _seed_spread(reference)
