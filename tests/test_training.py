@@ -219,8 +219,11 @@ def test_cli_evaluate_reports_every_method_and_refuses_another_config(tiny_synth
     assert "image_size" in capsys.readouterr().err
 
 
-def test_open_run_moves_a_run_of_another_config_aside(tiny_synth, tmp_path, capsys):
-    """What the book does when executed again after a profile change: the old run is kept, renamed."""
+def test_open_run_moves_a_run_of_another_config_aside(tiny_synth, tmp_path, capsys, caplog):
+    """What the book does when executed again after a profile change: the old run is kept, renamed
+    (and the missing-asset warnings are given once, not again for the new run)."""
+    import logging
+
     from tvface.training.trainer import open_run
 
     cfg = training_cfg(tiny_synth, **{"train.pretrain_steps": 1})
@@ -229,7 +232,14 @@ def test_open_run_moves_a_run_of_another_config_aside(tiny_synth, tmp_path, caps
     again = open_run(cfg, tmp_path / "run")  # same config: continues (nothing left to do)
     assert again.global_step == 1 and [d["stage"] for d in again.done] == ["pretrain"]
     other = training_cfg(tiny_synth, **{"train.pretrain_steps": 1, "model.image_size": 48})
-    fresh = open_run(other, tmp_path / "run")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Trainer(other, tmp_path / "plain")
+    once = len(caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        fresh = open_run(other, tmp_path / "run")
+    assert len(caplog.records) == once  # one Trainer's worth, though two were built
     assert fresh.global_step == 0 and not (tmp_path / "run").exists()
     assert (tmp_path / "run.stale-1" / "last.pt").is_file()
     assert "image_size: checkpoint 32, this config 48" in capsys.readouterr().out

@@ -205,7 +205,7 @@ class Trainer:
 
     def __init__(self, cfg: ProfileConfig, out_dir: Path, assets_root: Path | None = None, progress: bool = True,
                  data_root: Path | None = None, model: Reconstructor | None = None,
-                 dist: DistContext | None = None) -> None:
+                 dist: DistContext | None = None, quiet: bool = False) -> None:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.dist = dist or DistContext()
@@ -225,7 +225,8 @@ class Trainer:
 
         self.needs = assets.profile_needs(cfg, assets_root)
         missing = [f"{n.filename} ({n.role} -> {n.without})" for n in self.needs if not n.present]
-        if missing and self.dist.is_main:
+        quiet = quiet or not self.dist.is_main  # quiet: the same warnings were given already (open_run)
+        if missing and not quiet:
             log.warning("profile %s runs without: %s", cfg.name, "; ".join(missing))
         self.data = TrainData(cfg, "train", data_root)  # fails here, before any model is built, on bad data
         self.model = (model if model is not None else build_reconstructor(cfg, assets_root)).to(self.device)
@@ -238,7 +239,7 @@ class Trainer:
             convert_batchnorm(self.model)  # BN statistics of the global batch (same state-dict keys)
         if self.device.type == "cuda" and tc.channels_last:
             self.model.encoder.to(memory_format=torch.channels_last)
-        self.objective = Objective.build(cfg.loss, assets_root, self.device, quiet=not self.dist.is_main)
+        self.objective = Objective.build(cfg.loss, assets_root, self.device, quiet=quiet)
         self._step_module = StepModule(self.model, self.objective)
         self._ddp: torch.nn.Module | None = None
         self.global_step = 0
@@ -564,7 +565,7 @@ def open_run(cfg: ProfileConfig, out_dir: Path, progress: bool = False, **kwargs
             os.replace(out_dir, aside)
             print(f"{out_dir}: the run there was made for another model or config ({reason}); moved to {aside}, "
                   "starting a new run")
-            trainer = Trainer(cfg, out_dir, progress=progress, **kwargs)
+            trainer = Trainer(cfg, out_dir, progress=progress, quiet=True, **kwargs)  # warned once above
     return trainer
 
 
