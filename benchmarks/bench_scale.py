@@ -25,29 +25,28 @@ from tvface.config import config_to_dict, load_config
 from tvface.models.reconstructor import build_reconstructor
 from tvface.training.objective import Batch, Objective
 from tvface.training.precision import cpu_has_native_bf16, cpu_name, resolve_precision
+from tvface.training.trainer import Trainer
 
 CONFIGS = {"per-frame": {"model.encoder": "resnet"},
            "temporal efficient": {"model.encoder": "temporal", "temporal.variant": "efficient"},
            "temporal paper": {"model.encoder": "temporal", "temporal.variant": "paper"}}
 
 
-class _Stepper:
-    """The trainer's step on a model and a fixed batch, without a dataset (the same method, bound)."""
+class _Stepper(Trainer):
+    """The trainer's own step (:meth:`Trainer.step`, warm-up and all) on a model and a fixed batch,
+    without a dataset or a run folder: a Trainer whose constructor sets only what ``step`` reads."""
 
-    def __init__(self, cfg, model, objective, precision, device) -> None:
+    def __init__(self, cfg, model, objective, precision, device) -> None:  # not Trainer.__init__: no data
         from tvface.training.distributed import DistContext, StepModule
-        from tvface.training.trainer import Trainer
 
         self.cfg, self.model, self.objective, self.precision, self.device = cfg, model, objective, precision, device
         self.dist, self._ddp = DistContext(), None
         self._step_module = StepModule(model, objective)
-        self._buffers = Trainer._buffers.__get__(self)
-        self._trainable = lambda stage: model.coarse_parameters()
+        self.stage, self.stage_step, self.global_step = "coarse", 0, 0
         self.optimizer = torch.optim.Adam(model.coarse_parameters(), lr=cfg.train.lr)
-        self._step = Trainer.step.__get__(self)
 
     def __call__(self, batch: Batch) -> None:
-        self._step(batch, "coarse")
+        self.step(batch, "coarse")
 
 
 def _sync(device: torch.device):

@@ -140,7 +140,7 @@ class _AnalysisBySynthesis:
             sum(terms.values()).backward()
             opt.step()
             if step in (0, self.iters - 1):
-                self.trace.append({k: round(float(v), 4) for k, v in terms.items()})
+                self.trace.append({k: round(float(v.detach()), 4) for k, v in terms.items()})
         with torch.no_grad():
             return m.face_model(codes["shape"][0], codes["exp"][0], codes["pose"][0]).verts
 
