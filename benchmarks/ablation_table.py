@@ -90,7 +90,7 @@ def main() -> None:
     args = ap.parse_args()
     ablations = []
     for item in args.ablation:
-        name, sep, path = item.partition("=")
+        name, sep, path = item.rpartition("=")  # a name may hold "=" (T=3), a path rarely does
         if not sep:
             raise SystemExit(f"--ablation {item!r}: expected NAME=STUDY_DIR")
         ablations.append((name, Path(path).expanduser()))
