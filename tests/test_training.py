@@ -205,7 +205,7 @@ def test_cli_evaluate_reports_every_method_and_refuses_another_config(tiny_synth
     assert main(["evaluate", "--profile", "smoke", "--checkpoint", str(run), "--json", str(out), "--fit-iters", "5",
                  *flags]) == 0
     result = json.loads(out.read_text())
-    assert result["meta"]["methods"] == ["mean face", "landmark fit", "trained"]
+    assert result["meta"]["methods"] == ["mean face", "training mean", "landmark fit", "trained"]
     n_val = result["meta"]["n_frames"]
     assert n_val > 0 and n_val % 8 == 0  # whole held-out sequences of 8 frames
     for r in result["results"]:
