@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+from tvface.evaluation.study import METHOD_NAMES
+
 METRICS = {"vertex_mm_mean": ("Vertex error (mm)", 2), "nme_mean": ("Landmark NME (%)", 1),
            "accel_mm_mean": ("Acceleration error (mm/frame²)", 3)}
 
@@ -29,8 +31,7 @@ def _run_rows(study: Path, encoder: str, seed: int) -> dict[str, dict]:
         raise SystemExit(f"{path}: no evaluation; run `tvface study --encoders {encoder} --seeds {seed} "
                          f"--out {study}` first")
     rows = json.loads(path.read_text())["results"]
-    method = "temporal" if encoder == "temporal" else "per-frame"
-    return {r["condition"]: r for r in rows if r["method"] == method}
+    return {r["condition"]: r for r in rows if r["method"] == METHOD_NAMES[encoder]}
 
 
 def _seed_spread(study: Path) -> dict[tuple[str, str], float]:
@@ -41,13 +42,6 @@ def _seed_spread(study: Path) -> dict[tuple[str, str], float]:
     rows = json.loads(path.read_text())["rows"]
     return {(m, r["condition"]): r.get(f"{m}_std", float("nan"))
             for r in rows if r["method"] == "temporal" for m in METRICS}
-
-
-def _frame_weighted_all(rows: dict[str, dict], metric: str) -> float:
-    if "all" in rows:
-        return rows["all"][metric]
-    n = sum(r["n_frames"] for r in rows.values())
-    return sum(r[metric] * r["n_frames"] for r in rows.values()) / n
 
 
 def _baseline_rows(study: Path) -> list[tuple[str, dict[str, dict]]]:
@@ -71,9 +65,7 @@ def table(reference: Path, ablations: list[tuple[str, Path]], seed: int) -> str:
         out += ["", f"**{title}**", "", "| condition | " + " | ".join(head) + " |",
                 "|---" * (len(head) + 1) + "|"]
         for cond in conditions:
-            vals = [(_frame_weighted_all(rows, metric) if cond == "all" else rows[cond][metric])
-                    for _, rows in columns]
-            cells = [f"{v:.{digits}f}" for v in vals]
+            cells = [f"{rows[cond][metric]:.{digits}f}" for _, rows in columns]  # evaluate() writes "all" too
             if spread:
                 cells.append(f"{spread.get((metric, cond), float('nan')):.{digits}f}")
             label = f"**{cond}**" if cond == "all" else cond

@@ -115,7 +115,6 @@ class _AnalysisBySynthesis:
         self.model = build_reconstructor(load_config(cfg.name, [f"model.image_size={size}"]), face_model=face).eval()
         self.objective = Objective.build(cfg.loss, quiet=True)
         self.iters, self.lr, self.size = iters, lr, size
-        self.trace: list[dict] = []  # the terms at the first and last step of every fit
 
     def fit(self, seq_dir, target: torch.Tensor, init: dict) -> torch.Tensor:
         from tvface.data import layout
@@ -134,13 +133,11 @@ class _AnalysisBySynthesis:
                  "light": torch.zeros(t, m.sizes["light"])}
         codes = {k: v.detach().clone()[None].requires_grad_() for k, v in start.items()}
         opt = torch.optim.Adam(codes.values(), lr=self.lr)
-        for step in range(self.iters):
+        for _ in range(self.iters):
             opt.zero_grad(set_to_none=True)
             terms, _ = self.objective(m, Codes(codes), batch, "coarse")
             sum(terms.values()).backward()
             opt.step()
-            if step in (0, self.iters - 1):
-                self.trace.append({k: round(float(v.detach()), 4) for k, v in terms.items()})
         with torch.no_grad():
             return m.face_model(codes["shape"][0], codes["exp"][0], codes["pose"][0]).verts
 

@@ -376,6 +376,11 @@ def test_load_sequence_normalises_detected_landmarks(tiny_benchmark):
     assert batch["image"].shape == (N_FRAMES, 3, 32, 32) and batch["image_size"] == 32
     np.testing.assert_allclose(batch["landmark"][0, :, :2].numpy(), (kpt + 0.5) * 2 / SIZE - 1, atol=1e-6)
     assert batch["image"][1].max().item() == pytest.approx(40 / 255, abs=1e-6)
+    both = load_sequence(seq, image_size=32, with_native=True)  # one decode, both sizes
+    assert torch.equal(both["image"], batch["image"])
+    assert torch.equal(both["native_image"], load_sequence(seq)["image"]) and both["native_image"].shape[-1] == SIZE
+    same = load_sequence(seq, image_size=SIZE, with_native=True)
+    assert same["native_image"] is same["image"]
 
 
 def test_evaluate_oracle_mean_face_and_fit(tiny_benchmark, ict_model, tmp_path):

@@ -139,5 +139,5 @@ def test_render_shape_flat_on_a_sphere_covers_the_same_pixels_and_shades_close()
     flat, cover = _flat_image(renderer, verts, screen)
     torch.testing.assert_close(cover, alpha, rtol=0, atol=0)
     diff = (flat - shape[:, :1]).abs()[alpha > 0]
-    assert diff.mean() < 0.02 and diff.max() < 0.12
+    assert diff.mean() < 0.02 and diff.max() < 0.06  # measured 0.008 / 0.030
     assert (flat[alpha > 0] > 0).float().mean() > 0.9  # lit, not a black disc

@@ -317,7 +317,7 @@ def reconstruct_track(model, seq_dir: Path, out_dir: Path, settings: Reconstruct
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    batch = load_sequence(seq_dir, model.image_size)
+    batch = load_sequence(seq_dir, model.image_size, with_native=settings.overlay)  # the overlay: crops' own size
     manifest = layout.read_manifest(seq_dir)
     names = layout.frame_stems(seq_dir)
     src_frames = [f.get("source_frame") for f in manifest.get("frames", [])] or [None] * len(names)
@@ -353,9 +353,8 @@ def reconstruct_track(model, seq_dir: Path, out_dir: Path, settings: Reconstruct
         write_blendshape_csv(tmp / "blendshapes.csv", w, model.face_model.expression_names, names, src_frames)
     fps = source_fps(seq_dir)
     if settings.overlay:  # at the crops' own size (the encoder may see them smaller)
-        full = frames if batch["image_size"] == manifest.get("image_size") else load_sequence(seq_dir)["image"]
         with torch.no_grad():
-            strip = _overlay_frames(model, dec, full, batch["landmark"])
+            strip = _overlay_frames(model, dec, batch["native_image"], batch["landmark"])
         write_video(tmp / "overlay.mp4", strip, fps)
     atomic_write_text(tmp / "track.json", json.dumps({
         "key": key, "sequence": str(seq_dir), "frames": t, "fps": fps, "source": manifest.get("source"),

@@ -102,14 +102,15 @@ def heldout_sequences(root: Path, gt_root: Path, val_fraction: float = 0.2, seed
     return out
 
 
-def load_sequence(seq_dir: Path, image_size: int | None = None) -> dict:
+def load_sequence(seq_dir: Path, image_size: int | None = None, with_native: bool = False) -> dict:
     """All frames of one sequence as a method's input.
 
     Returns:
         ``image`` (T, 3, S, S) float in [0, 1]; ``landmark`` (T, 68, 3) DECA-normalised detected
         landmarks (:func:`tvface.data.dataset.normalize_landmarks`); ``image_size`` S; ``sequence``
         ``<identity>/<sequence>``. With ``image_size`` the crops are resized to it (the normalised
-        landmarks do not change).
+        landmarks do not change); ``with_native`` adds ``native_image``, the crops at their own size
+        (decoded once: the same tensor as ``image`` when no resize was needed).
     """
     seq_dir = Path(seq_dir)
     images, kpts = [], []
@@ -122,12 +123,21 @@ def load_sequence(seq_dir: Path, image_size: int | None = None) -> dict:
         kpts.append(np.load(layout.kpt_path(seq_dir, stem)))
     native = images[0].shape[0]
     size = native if image_size is None else int(image_size)
+
+    def to_tensor(ims: list[np.ndarray]) -> Tensor:  # (T, 3, S, S) float in [0, 1]
+        return torch.from_numpy(np.stack(ims).transpose(0, 3, 1, 2).astype(np.float32) / 255)
+
+    out = {"landmark": torch.from_numpy(normalize_landmarks(np.stack(kpts), native)), "image_size": size,
+           "sequence": f"{seq_dir.parent.name}/{seq_dir.name}"}
     if size != native:
+        if with_native:
+            out["native_image"] = to_tensor(images)
         interp = cv2.INTER_AREA if size < native else cv2.INTER_LINEAR
         images = [cv2.resize(im, (size, size), interpolation=interp) for im in images]
-    image = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255)  # (T, 3, S, S)
-    return {"image": image, "landmark": torch.from_numpy(normalize_landmarks(np.stack(kpts), native)),
-            "image_size": size, "sequence": f"{seq_dir.parent.name}/{seq_dir.name}"}
+    out["image"] = to_tensor(images)
+    if with_native and size == native:
+        out["native_image"] = out["image"]
+    return out
 
 
 def params_to_prediction(model, params: dict[str, Tensor], image_size: int) -> dict[str, Tensor]:
@@ -154,13 +164,15 @@ class MeanFaceMethod:
     (:func:`tvface.evaluation.fit.fit_rigid`): the floor every reconstruction should beat."""
 
     name = "mean face"
+    codes: dict[str, Tensor] | None = None  # fixed shape / expression (None: zeros)
 
     def __init__(self, model, iters: int = DEFAULT_ITERS, rigid_iters: int = DEFAULT_RIGID_ITERS) -> None:
         self.model, self.iters, self.rigid_iters = model, iters, rigid_iters
         _warm_up(model)
 
     def predict(self, batch: dict) -> dict[str, Tensor]:
-        params = fit_rigid(self.model, batch["landmark"], iters=self.iters, rigid_iters=self.rigid_iters)
+        params = fit_rigid(self.model, batch["landmark"], iters=self.iters, rigid_iters=self.rigid_iters,
+                           codes=self.codes)
         return params_to_prediction(self.model, params, batch["image_size"])
 
 
@@ -198,11 +210,6 @@ class TrainingMeanMethod(MeanFaceMethod):
                  rigid_iters: int = DEFAULT_RIGID_ITERS) -> None:
         super().__init__(model, iters, rigid_iters)
         self.codes = codes
-
-    def predict(self, batch: dict) -> dict[str, Tensor]:
-        params = fit_rigid(self.model, batch["landmark"], iters=self.iters, rigid_iters=self.rigid_iters,
-                           codes=self.codes)
-        return params_to_prediction(self.model, params, batch["image_size"])
 
 
 class LandmarkFitMethod:

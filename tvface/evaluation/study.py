@@ -400,11 +400,12 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
     bpath = out / "baselines.json"
     baselines = json.loads(bpath.read_text()) if bpath.is_file() else []
     have = {r["method"] for r in baselines}
-    missing = [m for m in (MeanFaceMethod(face, iters=settings.fit_iters),
-                           TrainingMeanMethod(face, training_mean_codes(root, gt_root, base.data.val_fraction,
-                                                                        base.data.split_seed),
-                                              iters=settings.fit_iters),
-                           LandmarkFitMethod(face, iters=settings.fit_iters)) if m.name not in have]
+    it = settings.fit_iters
+    factories = {MeanFaceMethod.name: lambda: MeanFaceMethod(face, iters=it),
+                 TrainingMeanMethod.name: lambda: TrainingMeanMethod(
+                     face, training_mean_codes(root, gt_root, base.data.val_fraction, base.data.split_seed), iters=it),
+                 LandmarkFitMethod.name: lambda: LandmarkFitMethod(face, iters=it)}
+    missing = [make() for name, make in factories.items() if name not in have]
     if missing:  # a study from before a baseline was added gets it, the others are kept
         baselines += evaluate(missing, test, face)["results"]
         atomic_write_text(bpath, json.dumps(baselines, indent=1) + "\n")
