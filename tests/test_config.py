@@ -116,3 +116,13 @@ def test_moving_data_root_moves_the_synthetic_ground_truth(tmp_path):
     assert set(demo).isdisjoint(smoke)
     assert dataset_roots(load_config("smoke", {"data.root": str(tmp_path / "x")})) == (tmp_path / "x",
                                                                                        tmp_path / "x-gt")
+
+
+def test_stored_configs_without_newer_keys_read_as_the_runs_were_made():
+    from tvface.config import LEGACY_VALUES, with_legacy_values
+
+    stored = {"temporal": {"channels": 64, "init": "he"}, "model": {"encoder": "temporal"}}
+    filled = with_legacy_values(stored)
+    assert filled["temporal"] == {"channels": 64, "init": "he", "head_stride": LEGACY_VALUES["temporal.head_stride"]}
+    assert "head_stride" not in stored["temporal"]  # the input is not changed
+    assert load_config("cpu-demo", {"temporal.head_stride": 1}).temporal.head_stride == 1

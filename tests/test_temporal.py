@@ -22,7 +22,8 @@ from tvface.ops.flow_warp import flow_warp
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "data" / "configs"
 TINY = TemporalConfig(channels=16, deform_groups=4, offset_channels=8, n_blocks=1, head_blocks=1,
-                      fusion_blocks=1, down2_blocks=0, propagation_scale=2, flow_size=16, fc_dim=32)
+                      fusion_blocks=1, down2_blocks=0, propagation_scale=2, head_stride=1, flow_size=16,
+                      fc_dim=32)
 
 
 def _flows(b, t, h, w, value=(0.0, 0.0)):
@@ -151,6 +152,56 @@ def test_sliding_windows_23_frames():
     assert seen == starts
     short = encode_long_sequence(encode, frames[:, :3], window, stride)  # shorter than a window
     assert short.shape == (1, 3, 2)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_encode_windows_equals_sliding_windows_of_forward_and_runs_each_frame_once(shared):
+    """encode_windows == encode_long_sequence over forward (codes from the most central window), for
+    sequences longer than, equal to and shorter than a window; g_i is computed once per frame."""
+    from dataclasses import replace
+
+    cfg = replace(TINY, shared_trunk=shared, dense_refinement=True)
+    torch.manual_seed(0)
+    enc = TemporalEncoders(cfg, {"a": 5, "b": 3}, detail_size=4).eval()
+    for n in (23, 5, 3, 1):
+        frames = torch.rand(2, n, 3, 32, 32)
+        flows = _rand_flows(2, n, 32, 32, seed=n)
+        seen = []
+        for trunk in [enc.trunk_c] + ([] if shared else [enc.trunk_d]):
+            inner = trunk.features
+            trunk.features = lambda x, inner=inner: (seen.append(x.shape[1]), inner(x))[1]
+
+        def forward(window, window_flows):
+            codes = enc(window, window_flows)
+            return torch.cat([codes.coarse["a"], codes.coarse["b"], codes.detail], -1)
+
+        with torch.no_grad():
+            ref = encode_long_sequence(forward, frames, 5, 3, flows)
+            seen.clear()
+            got = enc.encode_windows(frames, 5, 3, flows)
+            n_features = sum(seen)
+            coarse_only = enc.encode_windows(frames, 5, 3, flows, with_detail=False)
+        for trunk in (enc.trunk_c, enc.trunk_d):
+            if trunk is not None:
+                del trunk.features
+        torch.testing.assert_close(torch.cat([got.coarse["a"], got.coarse["b"], got.detail], -1), ref)
+        torch.testing.assert_close(coarse_only.coarse["a"], got.coarse["a"])
+        assert coarse_only.detail is None
+        assert n_features == n * (1 if shared else 2)
+
+
+def test_head_stride_keeps_the_propagation_size_and_is_checked():
+    from dataclasses import replace
+
+    frames = torch.rand(1, 2, 3, 32, 32)
+    sizes = {}
+    for stride in (1, 2):
+        trunk = TemporalEncoder(replace(TINY, propagation_scale=4, head_stride=stride), 3).trunk
+        assert trunk.head[0].stride == (stride, stride)
+        sizes[stride] = trunk.features(frames).shape
+    assert sizes[1] == sizes[2] == (1, 2, 16, 8, 8)
+    with pytest.raises(ConfigError, match="head_stride"):
+        TemporalConfig(propagation_scale=2, head_stride=2)
 
 
 def test_paper_config_is_exact_and_yaml_configs_load():

@@ -249,7 +249,7 @@ def test_open_run_moves_a_run_of_another_config_aside(tiny_synth, tmp_path, caps
 
 def test_open_run_compares_the_settings_a_result_depends_on(tiny_synth, tmp_path, capsys):
     """A changed loss weight moves the run aside; a longer schedule continues it; a key a run saved
-    before it existed counts as its legacy value (temporal.init: pytorch)."""
+    before it existed counts as its legacy value (temporal.init: pytorch, temporal.head_stride: 1)."""
     from tvface.config import load_config
     from tvface.training.trainer import open_run, run_config_differences
 
@@ -265,8 +265,9 @@ def test_open_run_compares_the_settings_a_result_depends_on(tiny_synth, tmp_path
 
     base = load_config("cpu-demo", ["model.encoder=temporal"])
     stored = config_to_dict(base)
-    del stored["temporal"]["init"], stored["temporal"]["second_order"]
-    assert run_config_differences(stored, base) == ["temporal.init: run 'pytorch', now 'he'"]
+    del stored["temporal"]["init"], stored["temporal"]["second_order"], stored["temporal"]["head_stride"]
+    assert run_config_differences(stored, base) == ["temporal.head_stride: run 1, now 2",
+                                                    "temporal.init: run 'pytorch', now 'he'"]
     per_frame = load_config("cpu-demo", ["model.encoder=resnet"])  # does not depend on the temporal section
     stored = config_to_dict(per_frame)
     del stored["temporal"]["init"]

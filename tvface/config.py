@@ -136,7 +136,11 @@ class TemporalConfig:
     n_levels: int = 2  # L: 2L propagation branches (backward_1, forward_1, ...)
     channels: int = 64
     propagation_scale: int = 4  # 2 -> propagation at 112^2 for 224^2 input (paper), 4 -> 56^2
-    head_blocks: int = 1  # residual blocks of down1 (at input resolution; paper 5)
+    # Stride of the first 3x3 conv (paper 1: g^0 at the input resolution). 2 starts down1 at half the
+    # input size, as ResNet's stem does: at 224^2 the two convolutions of a residual block at full
+    # resolution cost ~0.9x a whole ResNet50 (forward + backward, benchmarks/bench_temporal_train.py).
+    head_stride: int = 2
+    head_blocks: int = 1  # residual blocks of down1 (after the head conv; paper 5, at the input resolution)
     n_blocks: int = 1  # residual blocks of each propagation refinement R (paper 5)
     fusion_blocks: int = 1  # residual blocks of the fusion R (eq. 8; paper 5)
     down2_blocks: int = 1  # residual blocks of down2 (paper 5)
@@ -168,6 +172,9 @@ class TemporalConfig:
             raise ConfigError(f"temporal.variant={self.variant!r}; expected 'paper' or 'efficient'")
         if self.propagation_scale not in (2, 4):
             raise ConfigError(f"temporal.propagation_scale={self.propagation_scale}; expected 2 or 4")
+        if self.head_stride not in (1, 2) or self.head_stride > self.propagation_scale // 2:
+            raise ConfigError(f"temporal.head_stride={self.head_stride}; expected 1, or 2 with propagation_scale 4 "
+                              f"(got propagation_scale {self.propagation_scale})")
         if self.init not in ("he", "pytorch"):
             raise ConfigError(f"temporal.init={self.init!r}; expected 'he' or 'pytorch'")
         if self.flow not in ("dis", "spynet"):
@@ -193,7 +200,7 @@ class TemporalConfig:
 
 # The report's temporal encoder (Table 1): T=5, L=2, 64 channels, propagation at 112^2, 5 residual
 # blocks everywhere, 16 deformable groups, dense refinement as its code and BasicVSR++, two encoders.
-PAPER_TEMPORAL = dict(n_frames=5, n_levels=2, channels=64, propagation_scale=2, head_blocks=5,
+PAPER_TEMPORAL = dict(n_frames=5, n_levels=2, channels=64, propagation_scale=2, head_stride=1, head_blocks=5,
                       n_blocks=5, fusion_blocks=5, down2_blocks=5, dense_refinement=True,
                       deform_groups=16, offset_channels=64, max_residue=10.0, shared_trunk=False,
                       fc_dim=1024, second_order=True, flow_guided=True)
@@ -451,6 +458,21 @@ def load_config(profile: str | os.PathLike = "cpu-demo",
     path = resolve_profile_path(profile)
     data = _deep_merge(_read_yaml(path), parse_overrides(overrides))
     return _build(ProfileConfig, data, str(path))
+
+
+# Settings added after runs were saved without them, with the value those runs were made with: a stored
+# config that lacks one of these keys is read with this value (not today's default).
+LEGACY_VALUES = {"temporal.init": "pytorch", "temporal.head_stride": 1}
+
+
+def with_legacy_values(stored: Mapping[str, Any]) -> dict:
+    """A stored config (nested dict) with :data:`LEGACY_VALUES` filled in where it lacks them."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in stored.items()}
+    for key, value in LEGACY_VALUES.items():
+        sec, name = key.split(".")
+        if isinstance(out.get(sec), dict):
+            out[sec].setdefault(name, value)
+    return out
 
 
 def config_to_dict(cfg: Any) -> dict:

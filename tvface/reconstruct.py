@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tvface.config import ProfileConfig, config_to_dict, load_config
+from tvface.config import ProfileConfig, config_to_dict, load_config, with_legacy_values
 from tvface.data import layout
 from tvface.io.atomic import atomic_save_npz, atomic_write_text
 
@@ -135,6 +135,7 @@ def load_model(settings: ReconstructSettings, assets_root=None):
     stored = ckpt.get("config")
     if not isinstance(stored, dict):
         raise ReconstructError(f"{file}: the checkpoint carries no config; retrain with this tvface version")
+    stored = with_legacy_values(stored)  # e.g. a temporal run saved before temporal.head_stride existed
     cfg = load_config(settings.profile, {**_flatten(stored), **_flatten_overrides(settings.overrides)})
     want = ENCODER_NAMES.get(settings.encoder) if settings.encoder else None
     if want is not None and want != cfg.model.encoder:

@@ -263,27 +263,16 @@ class Reconstructor(nn.Module):
 
         A per-frame encoder sees each frame on its own. A temporal encoder runs in windows of
         ``window`` frames every ``window_stride`` frames, and each frame takes its code from the
-        window where it is most central (:func:`tvface.models.temporal.encode_long_sequence`), so
-        the first and last frames get one too and the result does not depend on how long N is
-        beyond the window. Flows are estimated once for the whole sequence and sliced per window.
+        window where it is most central (:meth:`tvface.models.temporal.TemporalEncoders.encode_windows`),
+        so the first and last frames get one too and the result does not depend on how long N is
+        beyond the window. Flows are estimated once for the whole sequence and sliced per window;
+        only the propagation runs once per window, the rest once per frame.
         """
         if not self.temporal:
             return self.encode(frames, with_detail=with_detail)
-        from tvface.models.temporal import encode_long_sequence
-
-        n_coarse = self.coarse_size
         frames = self.prepare(frames)
-        flows = self.encoder.net.flow_estimator(frames) if frames.shape[1] > 1 else None  # once per sequence
-
-        def encode(window: Tensor, window_flows=None) -> Tensor:
-            kw = {} if window_flows is None else {"flows": window_flows}
-            c = self.encode(window, with_detail=with_detail, **kw)
-            blocks = [c.coarse[k] for k in self.sizes] + ([c.detail] if with_detail else [])
-            return torch.cat(blocks, -1)
-
-        flat = encode_long_sequence(encode, frames, self.window, self.window_stride, flows)  # (B, N, n)
-        detail = flat[..., n_coarse:] if with_detail else None
-        return Codes(split_codes(flat[..., :n_coarse], self.sizes), detail)
+        codes = self.encoder.net.encode_windows(frames, self.window, self.window_stride, with_detail=with_detail)
+        return Codes(split_codes(codes.coarse, self.sizes), codes.detail)
 
     # ------------------------------------------------------------------ decode
     def params(self, codes: dict[str, Tensor]) -> dict[str, Tensor]:

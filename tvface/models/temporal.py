@@ -3,9 +3,9 @@
 DECA's per-frame ResNet50 encoders are replaced by encoders that see the whole sequence::
 
     frames (B, T, 3, 224, 224)
-      head      3x3 conv -> C at 224^2                                   g^0
+      head      3x3 conv -> C at 224^2 (head_stride 2: at 112^2)         g^0
       down1     head_blocks residual blocks + stride-2 conv -> 112^2     g_i   (eq. 6)
-                (propagation_scale 4: one more stride-2 conv -> 56^2)
+                (propagation_scale 4: one more stride-2 conv -> 56^2, or the head's stride)
       rnn_propagation  2L branches backward_1, forward_1, ..., backward_L, forward_L (eq. 7):
                 f^j_i = f̂^j_i + R^j(...), f̂^j_i = second-order flow-guided deformable alignment of
                 f^j_{i∓1}, f^j_{i∓2} (:mod:`tvface.models.alignment`)
@@ -186,9 +186,9 @@ class TemporalTrunk(nn.Module):
         cfg.check_paper()
         c = cfg.channels
         self.scale = cfg.propagation_scale
-        self.head = nn.Sequential(nn.Conv2d(3, c, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True))
+        self.head = nn.Sequential(nn.Conv2d(3, c, 3, cfg.head_stride, 1), nn.LeakyReLU(0.1, inplace=True))
         down1 = _down(c, cfg.head_blocks, stride_conv=True)
-        if cfg.propagation_scale == 4:
+        if cfg.propagation_scale == 4 and cfg.head_stride == 1:
             down1.append(nn.Conv2d(c, c, 3, 2, 1))
             down1.append(nn.LeakyReLU(0.1, inplace=True))
         self.down1 = down1
@@ -198,16 +198,22 @@ class TemporalTrunk(nn.Module):
         if cfg.init == "he":
             init_he(self)
 
-    def forward(self, frames: Tensor, flows: SequenceFlows) -> Tensor:
-        b, t = frames.shape[:2]
-        g = self.down1(self.head(frames.flatten(0, 1)))  # (B*T, C, h, w)
-        h, w = g.shape[-2:]
-        flows = flows.resized((h, w))
-        g = g.unflatten(0, (b, t))
-        branches = self.rnn_propagation([g[:, i] for i in range(t)], flows)
+    def features(self, frames: Tensor) -> Tensor:
+        """g_i of eq. 6, frame by frame: (B, T, 3, H, W) -> (B, T, C, h, w) (no temporal context)."""
+        return self.down1(self.head(frames.flatten(0, 1))).unflatten(0, frames.shape[:2])
+
+    def propagate_and_fuse(self, g: Tensor, flows: SequenceFlows, frames: list[int] | None = None) -> Tensor:
+        """Eq. 7-8 on a window of features ``g`` (B, T, C, h, w): the fused features of the window's
+        positions ``frames`` (default all), (B, len(frames), C, h, w). Every position's propagation runs;
+        fusion only where asked."""
+        t = g.shape[1]
+        branches = self.rnn_propagation([g[:, i] for i in range(t)], flows.resized(g.shape[-2:]))
         names = ["spatial"] + self.rnn_propagation.names
-        fused = [self.rnn_fusion(torch.cat([branches[k][i] for k in names], 1)) for i in range(t)]
-        return torch.stack(fused, 1).flatten(0, 1)  # (B*T, C, h, w)
+        picked = range(t) if frames is None else frames
+        return torch.stack([self.rnn_fusion(torch.cat([branches[k][i] for k in names], 1)) for i in picked], 1)
+
+    def forward(self, frames: Tensor, flows: SequenceFlows) -> Tensor:
+        return self.propagate_and_fuse(self.features(frames), flows).flatten(0, 1)  # (B*T, C, h, w)
 
 
 class CodeHead(nn.Module):
@@ -324,6 +330,59 @@ class TemporalEncoders(nn.Module):
             feat_d = feat_c if self.trunk_d is None else self.trunk_d(frames, flows)
             detail = self.head_d(feat_d).unflatten(0, (b, t))
         return TemporalCodes(_split(coarse, self.coarse_sizes), detail)
+
+    def encode_windows(self, frames: Tensor, window: int, stride: int, flows: SequenceFlows | None = None,
+                       with_detail: bool = True) -> TemporalCodes:
+        """Codes for every frame of a sequence (B, N, 3, H, W) of any length, in sliding windows.
+
+        The same codes as :func:`encode_long_sequence` over :meth:`forward` (each frame from the window
+        where it is most central), computing only the propagation once per window: the per-frame
+        features g_i (the head and down1) once per frame, the fusion and the code heads once per
+        frame, for the window that frame's code comes from. Windows are visited in order and only the
+        features of frames still ahead are kept, so memory stays that of one window.
+
+        Args:
+            flows: of the whole sequence (N - 1 pairs), else estimated here.
+        Returns:
+            :class:`TemporalCodes` with (B, N, ...) codes.
+        """
+        _check_frames(frames)
+        b, n = frames.shape[:2]
+        if flows is None and n > 1:
+            flows = self.flow_estimator(frames)
+        if flows is not None and flows.to_prev.shape[1] != n - 1:
+            raise ValueError(f"flows hold {flows.to_prev.shape[1]} pairs, a sequence of {n} frames has {n - 1}")
+        starts, picks = window_starts(n, window, stride), most_central_windows(n, window, stride)
+        length = min(window, n)
+        trunks = [self.trunk_c] + ([self.trunk_d] if with_detail and self.trunk_d is not None else [])
+        cache: list[dict[int, Tensor]] = [{} for _ in trunks]  # frame -> g_i, per trunk
+        coarse, detail, order = [], [], []
+        for w, s in enumerate(starts):
+            mine = [f - s for f, (pw, _) in enumerate(picks) if pw == w]  # positions this window answers
+            if not mine:
+                continue
+            if flows is None:
+                win_flows = SequenceFlows(frames.new_zeros(b, 0, 2, 1, 1), frames.new_zeros(b, 0, 2, 1, 1))
+            else:
+                win_flows = SequenceFlows(flows.to_prev[:, s:s + length - 1], flows.to_next[:, s:s + length - 1])
+            fused = []
+            for trunk, feats in zip(trunks, cache):
+                for f in [f for f in feats if f < s]:
+                    del feats[f]
+                new = [f for f in range(s, s + length) if f not in feats]
+                if new:
+                    g = trunk.features(frames[:, new])
+                    feats.update({f: g[:, i] for i, f in enumerate(new)})
+                g = torch.stack([feats[f] for f in range(s, s + length)], 1)
+                fused.append(trunk.propagate_and_fuse(g, win_flows, mine).flatten(0, 1))  # (B*len(mine), C, h, w)
+            order += [s + p for p in mine]
+            coarse.append(self.head_c(fused[0]).unflatten(0, (b, len(mine))))
+            if with_detail:
+                detail.append(self.head_d(fused[-1]).unflatten(0, (b, len(mine))))
+        back = torch.tensor(order).argsort()  # windows answer frames in order; this only makes sure
+        coarse_codes = torch.cat(coarse, 1)[:, back]
+        return TemporalCodes(_split(coarse_codes, self.coarse_sizes),
+                             torch.cat(detail, 1)[:, back] if with_detail else None)
 
 
 # --------------------------------------------------------------------------- sliding windows

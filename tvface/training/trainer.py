@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tvface.config import ProfileConfig, config_to_dict, expand_path
+from tvface.config import ProfileConfig, config_to_dict, expand_path, with_legacy_values
 from tvface.data import layout
 from tvface.io.atomic import atomic_write_text
 from tvface.models.reconstructor import Reconstructor, build_reconstructor
@@ -512,25 +512,22 @@ class _NonFinite(Exception):
 RUN_SECTIONS = ("face_model", "model", "temporal", "loss")
 RUN_TRAIN_KEYS = ("batch_size", "lr", "seed", "warmup_steps", "grad_clip")
 # Keys added with a change of behaviour: the value a run saved before the key existed had.
-LEGACY_VALUES = {"temporal.init": "pytorch"}
-
-
 def run_config_differences(stored: dict | None, cfg: ProfileConfig) -> list[str]:
     """``section.key: run X, now Y`` for every setting a run's result depends on (:data:`RUN_SECTIONS`,
     :data:`RUN_TRAIN_KEYS`; not the step counts, so a longer schedule continues) that differs between
     the run's stored config and ``cfg`` (``temporal`` only for a temporal encoder: a per-frame run does
     not depend on it). Keys the stored config lacks count as their
-    :data:`LEGACY_VALUES` (else as equal)."""
+    :data:`tvface.config.LEGACY_VALUES` (else as equal)."""
     if not isinstance(stored, dict):
         return []
     now = json.loads(json.dumps(config_to_dict(cfg)))  # tuples -> lists, as stored
-    stored = json.loads(json.dumps(stored, default=str))
+    stored = with_legacy_values(json.loads(json.dumps(stored, default=str)))
     sections = [sec for sec in RUN_SECTIONS if sec != "temporal" or cfg.model.encoder == "temporal"]
     keys = [(sec, k) for sec in sections for k in now.get(sec, {})] + [("train", k) for k in RUN_TRAIN_KEYS]
     diffs = []
     for sec, k in keys:
         v = now.get(sec, {}).get(k)
-        old = stored.get(sec, {}).get(k, LEGACY_VALUES.get(f"{sec}.{k}", v))
+        old = stored.get(sec, {}).get(k, v)
         if old != v:
             diffs.append(f"{sec}.{k}: run {old!r}, now {v!r}")
     return diffs
