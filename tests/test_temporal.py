@@ -163,10 +163,10 @@ def test_encode_windows_equals_sliding_windows_of_forward_and_runs_each_frame_on
     cfg = replace(TINY, shared_trunk=shared, dense_refinement=True)
     torch.manual_seed(0)
     enc = TemporalEncoders(cfg, {"a": 5, "b": 3}, detail_size=4).eval()
+    seen: list[int] = []  # frames each call of a trunk's per-frame features saw
     for n in (23, 5, 3, 1):
         frames = torch.rand(2, n, 3, 32, 32)
         flows = _rand_flows(2, n, 32, 32, seed=n)
-        seen = []
         for trunk in [enc.trunk_c] + ([] if shared else [enc.trunk_d]):
             inner = trunk.features
             trunk.features = lambda x, inner=inner: (seen.append(x.shape[1]), inner(x))[1]
