@@ -348,9 +348,10 @@ class TemporalEncoders(nn.Module):
         """
         _check_frames(frames)
         b, n = frames.shape[:2]
-        if flows is None and n > 1:
-            flows = self.flow_estimator(frames)
-        if flows is not None and flows.to_prev.shape[1] != n - 1:
+        if flows is None:
+            none = frames.new_zeros(b, 0, 2, 1, 1)  # one frame: no pairs
+            flows = self.flow_estimator(frames) if n > 1 else SequenceFlows(none, none)
+        if flows.to_prev.shape[1] != n - 1:
             raise ValueError(f"flows hold {flows.to_prev.shape[1]} pairs, a sequence of {n} frames has {n - 1}")
         starts, picks = window_starts(n, window, stride), most_central_windows(n, window, stride)
         length = min(window, n)
@@ -361,10 +362,7 @@ class TemporalEncoders(nn.Module):
             mine = [f - s for f, (pw, _) in enumerate(picks) if pw == w]  # positions this window answers
             if not mine:
                 continue
-            if flows is None:
-                win_flows = SequenceFlows(frames.new_zeros(b, 0, 2, 1, 1), frames.new_zeros(b, 0, 2, 1, 1))
-            else:
-                win_flows = SequenceFlows(flows.to_prev[:, s:s + length - 1], flows.to_next[:, s:s + length - 1])
+            win_flows = SequenceFlows(flows.to_prev[:, s:s + length - 1], flows.to_next[:, s:s + length - 1])
             fused = []
             for trunk, feats in zip(trunks, cache):
                 for f in [f for f in feats if f < s]:
