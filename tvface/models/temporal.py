@@ -453,7 +453,8 @@ def describe_layout(encoder: TemporalEncoder | TemporalEncoders) -> list[tuple[s
     head = encoder.head if isinstance(encoder, TemporalEncoder) else encoder.head_c
     n_params = lambda m: f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f} M"  # noqa: E731
     n_res = lambda m: sum(isinstance(x, ResidualBlockBN) for x in m.modules())  # noqa: E731
-    rows = [("head", f"3x3 conv 3->{trunk.head[0].out_channels}, {n_params(trunk.head)}"),
+    rows = [("head", f"3x3 conv 3->{trunk.head[0].out_channels}, stride {trunk.head[0].stride[0]}, "
+                     f"{n_params(trunk.head)}"),
             ("down1", f"{n_res(trunk.down1)} res blocks + stride-2 conv(s) (1/{trunk.scale}), "
                       f"{n_params(trunk.down1)}")]
     prop = trunk.rnn_propagation
