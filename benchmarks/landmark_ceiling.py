@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -51,9 +52,11 @@ def main() -> None:
                     help="also optimise the report's coarse objective directly (0: off)")
     ap.add_argument("--lr", type=float, default=0.01, help="Adam step of the analysis-by-synthesis codes")
     ap.add_argument("--max-sequences", type=int, default=0, help="per condition (0: all)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="profile override, e.g. loss.landmark=0.1 (the objective's weights)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.profile)
+    cfg = load_config(args.profile, args.set)
     root, gt_root = dataset_roots(cfg)
     seqs = heldout_sequences(root, gt_root, cfg.data.val_fraction, cfg.data.split_seed)
     conds = None if args.conditions == "all" else set(args.conditions.split(","))
@@ -96,8 +99,8 @@ def main() -> None:
     if not res:
         raise SystemExit(f"no held-out sequence of the conditions {sorted(conds or [])}")
     names = sorted({c for d in res.values() for c in d})
-    print(f"CPU: {cpu_name()}, {args.threads} threads; {args.profile} held-out frames; vertex error (mm), "
-          f"face region, similarity-aligned; {time.perf_counter() - t0:.0f} s")
+    print(f"CPU: {cpu_name()}, {args.threads} threads; {args.profile} {args.set or ''} held-out frames; "
+          f"vertex error (mm), face region, similarity-aligned; {time.perf_counter() - t0:.0f} s")
     print("| | " + " | ".join(f"{c} ({len(next(iter(res.values()))[c])})" for c in names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for name, d in res.items():
@@ -112,7 +115,8 @@ class _AnalysisBySynthesis:
         from tvface.training.objective import Objective
 
         size = cfg.data.image_size
-        self.model = build_reconstructor(load_config(cfg.name, [f"model.image_size={size}"]), face_model=face).eval()
+        at_size = replace(cfg, model=replace(cfg.model, image_size=size))  # the renderer at the frames' size
+        self.model = build_reconstructor(at_size, face_model=face).eval()
         self.objective = Objective.build(cfg.loss, quiet=True)
         self.iters, self.lr, self.size = iters, lr, size
 
