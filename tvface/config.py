@@ -137,8 +137,9 @@ class TemporalConfig:
     channels: int = 64
     propagation_scale: int = 4  # 2 -> propagation at 112^2 for 224^2 input (paper), 4 -> 56^2
     # Stride of the first 3x3 conv (paper 1: g^0 at the input resolution). 2 starts down1 at half the
-    # input size, as ResNet's stem does: at 224^2 the two convolutions of a residual block at full
-    # resolution cost ~0.9x a whole ResNet50 (forward + backward, benchmarks/bench_temporal_train.py).
+    # input size, as ResNet's stem does: at 224^2 the trunk's full-resolution start (head conv, one
+    # residual block, two stride-2 convs) cost 1.4x a whole ResNet50, forward + backward (259 vs 185
+    # ms/frame on 2 AMD EPYC cores), 37 ms/frame with stride 2 (benchmarks/bench_temporal_train.py).
     head_stride: int = 2
     head_blocks: int = 1  # residual blocks of down1 (after the head conv; paper 5, at the input resolution)
     n_blocks: int = 1  # residual blocks of each propagation refinement R (paper 5)
