@@ -353,13 +353,15 @@ class TemporalEncoders(nn.Module):
             flows = self.flow_estimator(frames) if n > 1 else SequenceFlows(none, none)
         if flows.to_prev.shape[1] != n - 1:
             raise ValueError(f"flows hold {flows.to_prev.shape[1]} pairs, a sequence of {n} frames has {n - 1}")
-        starts, picks = window_starts(n, window, stride), most_central_windows(n, window, stride)
+        starts = window_starts(n, window, stride)
+        answers: list[list[int]] = [[] for _ in starts]  # per window, the positions whose codes it gives
+        for w, pos in most_central_windows(n, window, stride):  # frames in order -> windows in order
+            answers[w].append(pos)
         length = min(window, n)
         trunks = [self.trunk_c] + ([self.trunk_d] if with_detail and self.trunk_d is not None else [])
         cache: list[dict[int, Tensor]] = [{} for _ in trunks]  # frame -> g_i, per trunk
-        coarse, detail, order = [], [], []
-        for w, s in enumerate(starts):
-            mine = [f - s for f, (pw, _) in enumerate(picks) if pw == w]  # positions this window answers
+        coarse, detail = [], []
+        for s, mine in zip(starts, answers):
             if not mine:
                 continue
             win_flows = SequenceFlows(flows.to_prev[:, s:s + length - 1], flows.to_next[:, s:s + length - 1])
@@ -373,14 +375,11 @@ class TemporalEncoders(nn.Module):
                     feats.update({f: g[:, i] for i, f in enumerate(new)})
                 g = torch.stack([feats[f] for f in range(s, s + length)], 1)
                 fused.append(trunk.propagate_and_fuse(g, win_flows, mine).flatten(0, 1))  # (B*len(mine), C, h, w)
-            order += [s + p for p in mine]
             coarse.append(self.head_c(fused[0]).unflatten(0, (b, len(mine))))
             if with_detail:
                 detail.append(self.head_d(fused[-1]).unflatten(0, (b, len(mine))))
-        back = torch.tensor(order).argsort()  # windows answer frames in order; this only makes sure
-        coarse_codes = torch.cat(coarse, 1)[:, back]
-        return TemporalCodes(_split(coarse_codes, self.coarse_sizes),
-                             torch.cat(detail, 1)[:, back] if with_detail else None)
+        return TemporalCodes(_split(torch.cat(coarse, 1), self.coarse_sizes),
+                             torch.cat(detail, 1) if with_detail else None)
 
 
 # --------------------------------------------------------------------------- sliding windows
