@@ -73,7 +73,7 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
     held = heldout_sequences(root, tiny_synth["gt_root"], cfg.data.val_fraction, cfg.data.split_seed)
     if len({s.seq_dir.parent.name for s in held}) < 2:
         pytest.skip("the tiny set's split left fewer than 2 held-out identities")
-    settings = StudySettings(seeds=(0, 1), fit_iters=3, overrides=tuple(overrides))
+    settings = StudySettings(seeds=(0, 1), fit_iters=3, overrides=tuple(overrides), window_strides=(1, 2))
     real_root = tmp_path / "real"  # a "real" collected dataset: the tiny set's sequences, used without their GT
     (real_root / "person").mkdir(parents=True)
     import shutil
@@ -83,7 +83,7 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
     study = run_study("smoke", tmp_path / "study", settings, real_roots=[real_root])
     methods = list(dict.fromkeys(r["method"] for r in study["rows"]))
     assert methods == ["mean face", "training mean", "landmark fit", "per-frame", ONE_EURO, MOVING_AVERAGE,
-                       "temporal"]
+                       "temporal", "temporal, stride 1"]  # stride 2 is the profile's: "temporal"
     by = {(r["method"], r["condition"]): r for r in study["rows"]}
     for m in methods:
         r = by[(m, "all")]
@@ -91,7 +91,11 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
     assert by[("mean face", "all")]["vertex_mm_mean_std"] == 0.0  # no seed
     meta = study["meta"]
     assert meta["lag_frames"][ONE_EURO] <= (3 - 1) / 2 + 1e-9  # tuned under the temporal window's half width
-    assert meta["latency_frames"]["temporal"] == 1.0
+    # T = 3: at stride 1 every frame is central (waits 1 frame); at stride 2 a window's last frame
+    # answers with no wait every other frame (0.5, a little more with the sequence's start)
+    assert meta["latency_frames"]["temporal, stride 1"] == pytest.approx(1.0, abs=0.01)
+    assert meta["latency_frames"]["temporal"] == pytest.approx(0.5, abs=0.01)
+    assert meta["window_stride"] == 2 and meta["window_strides"] == [1, 2]
     for run in study["runs"]:
         if run["encoder"] == "resnet":
             tried = run["tuning"]["one_euro"]["grid"]
@@ -101,7 +105,7 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
         manifest = json.loads((Path(run["run"]) / "manifest.json").read_text())
         assert [d["stage"] for d in manifest["stages_done"]] == ["pretrain", "coarse"]  # the metrics are coarse
     real = {r["method"]: r for r in study["real_rows"]}
-    assert set(real) == {"per-frame", ONE_EURO, MOVING_AVERAGE, "temporal"}
+    assert set(real) == {"per-frame", ONE_EURO, MOVING_AVERAGE, "temporal", "temporal, stride 1"}
     assert all(r["n_seeds"] == 2 and r["n_frames"] == 8 and r["jitter_mm_mean_mean"] >= 0 for r in real.values())
     md = (tmp_path / "study" / "study.md").read_text()
     assert md == to_markdown(study) and "Acceleration error" in md and "| per-frame + One-Euro |" in md
@@ -115,6 +119,18 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
     again = run_study("smoke", tmp_path / "study", settings, real_roots=[real_root])
     assert [p.stat().st_mtime_ns for p in ckpts] == stamps
     assert again["rows"] == study["rows"]  # every evaluation came from its cache
+
+    # Another configured stride is inference only: the runs are kept (not moved aside, not trained),
+    # the temporal evaluations are redone at it and agree with the cached stride-1 ones.
+    at_1 = StudySettings(seeds=(0, 1), fit_iters=3, overrides=(*overrides, "temporal.window_stride=1"))
+    third = run_study("smoke", tmp_path / "study", at_1, real_roots=[real_root])
+    assert [p.stat().st_mtime_ns for p in ckpts] == stamps and not list((tmp_path / "study" / "runs").glob("*.stale-*"))
+    run = tmp_path / "study" / "runs" / "temporal-s0"
+    assert json.loads((run / "eval.json").read_text())["window_stride"] == 1
+    rows_1 = json.loads((run / "eval-stride1.json").read_text())["results"]
+    assert [r["vertex_mm_mean"] for r in json.loads((run / "eval.json").read_text())["results"]] == \
+        pytest.approx([r["vertex_mm_mean"] for r in rows_1])
+    assert "temporal, stride 1" not in {r["method"] for r in third["rows"]}
 
 
 def test_default_study_dir_is_under_tvface_data(monkeypatch, tmp_path):

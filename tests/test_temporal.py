@@ -266,6 +266,18 @@ def test_window_stride_must_cover_every_frame_and_dict_codes_are_supported():
     torch.testing.assert_close(codes["b"], 2 * codes["a"])
 
 
+def test_window_latency_counts_the_frames_until_the_answering_window_ends():
+    from tvface.models.temporal import window_latency
+
+    # T = 3, stride 2, 5 frames: windows [0, 2], [2, 4]; frames 0, 1, 2 from the first (2 is a tie,
+    # the earlier window wins), 3, 4 from the second: waits 2, 1, 0, 1, 0
+    assert window_latency(3, 2, n_frames=5) == pytest.approx(4 / 5)
+    # stride 1: every frame central except at the ends, whose waits (4 + 3 and 1 + 0) balance: (T - 1) / 2
+    assert window_latency(5, 1, n_frames=40) == pytest.approx(2.0)
+    assert window_latency(5, 5, n_frames=40) == pytest.approx(2.0)  # positions 0..4 wait 4..0
+    assert window_latency(5, 5, n_frames=3) == pytest.approx(1.0)  # one short window
+
+
 def test_he_init_known_weight_scale_zero_biases_and_kept_zero_offsets():
     """init="he": every plain conv's weights have std gain/sqrt(fan_in) (LeakyReLU(0.1) gain, residual
     second convs x0.1), biases 0; the offset CNNs' last layers stay zero; "pytorch" keeps the default."""

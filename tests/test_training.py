@@ -249,7 +249,8 @@ def test_open_run_moves_a_run_of_another_config_aside(tiny_synth, tmp_path, caps
 
 def test_open_run_compares_the_settings_a_result_depends_on(tiny_synth, tmp_path, capsys):
     """A changed loss weight moves the run aside; a longer schedule continues it; a key a run saved
-    before it existed counts as its legacy value (temporal.init: pytorch, temporal.head_stride: 1)."""
+    before it existed counts as its legacy value (temporal.init: pytorch, temporal.head_stride: 1); the
+    inference-only window stride is not compared."""
     from tvface.config import load_config
     from tvface.training.trainer import open_run, run_config_differences
 
@@ -273,3 +274,6 @@ def test_open_run_compares_the_settings_a_result_depends_on(tiny_synth, tmp_path
     del stored["temporal"]["init"]
     assert run_config_differences(stored, per_frame) == []
     assert run_config_differences(None, base) == []
+    # The window stride is read by inference only: a run trained at one serves every other.
+    assert run_config_differences(config_to_dict(base), load_config("cpu-demo", ["model.encoder=temporal",
+                                                                              "temporal.window_stride=5"])) == []

@@ -19,7 +19,9 @@
    face: the best constant answer) and the landmark fit (once: they have no seed), and
    per seed the per-frame model, the per-frame model + One-Euro filter and + centred moving average
    on its codes (:mod:`tvface.evaluation.smoothing`), and the temporal model, which runs in sliding
-   windows over whole sequences (every frame gets a code).
+   windows over whole sequences (every frame gets a code) at the profile's ``temporal.window_stride``
+   and, with ``window_strides`` (``--window-strides``), at other strides too (inference only: the
+   same trained run, cached in ``eval-stride<k>.json``).
 4. **Aggregate** mean and standard deviation over seeds per method and condition, and write
    ``study.json`` and ``study.md`` (atomic). Each run's evaluation is cached beside it
    (``eval.json``), so a rerun only does what is missing.
@@ -69,6 +71,7 @@ from tvface.evaluation.benchmark import (
 from tvface.evaluation.metrics import face_region_vertices, vertex_error_mm
 from tvface.evaluation.smoothing import smooth_codes
 from tvface.io.atomic import atomic_write_text
+from tvface.models.temporal import window_latency
 from tvface.rendering.camera import screen_to_pixels
 from tvface.synthetic.writer import dataset_roots, ground_truth_mesh, load_ground_truth
 
@@ -98,6 +101,9 @@ class StudySettings:
     fit_iters: int = 100
     overrides: tuple[str, ...] = ()
     stages: tuple[str, ...] = STUDY_STAGES
+    # Sliding-window strides at which the temporal runs are evaluated besides the profile's own
+    # (inference only: the same trained runs), each a method "temporal, stride k".
+    window_strides: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         from tvface.training.objective import STAGES
@@ -111,6 +117,8 @@ class StudySettings:
             raise ValueError(f"encoders must be among {ENCODERS}, got {list(self.encoders)}")
         if not 0 < self.tune_fraction < 1:
             raise ValueError(f"tune_fraction must be in (0, 1), got {self.tune_fraction}")
+        if any(k < 1 for k in self.window_strides):
+            raise ValueError(f"window strides must be >= 1, got {list(self.window_strides)}")
 
 
 def run_config(profile: str, encoder: str, seed: int, overrides: Sequence[str] = ()) -> ProfileConfig:
@@ -248,21 +256,32 @@ def train_run(cfg: ProfileConfig, out_dir: Path, stages: Sequence[str] = STUDY_S
     return trainer
 
 
+def stride_method(stride: int) -> str:
+    """The study's name of the temporal model evaluated at a window stride other than the profile's."""
+    return f"{METHOD_NAMES['temporal']}, stride {stride}"
+
+
 def evaluate_run(cfg: ProfileConfig, out_dir: Path, encoder: str, face, tune, test,
-                 real: Sequence[Path] = (), force: bool = False) -> dict:
+                 real: Sequence[Path] = (), force: bool = False, name: str | None = None,
+                 cache: str = "eval.json") -> dict:
     """Evaluate one trained run on the test part (smoothing tuned on the tuning part) and, without
-    ground truth, on the ``real`` collected sequences; cached in ``eval.json`` (redone when the
-    real sequences differ)."""
+    ground truth, on the ``real`` collected sequences; cached in ``cache`` beside the run (redone when
+    the real sequences or, for a temporal run, the window stride differ).
+
+    ``name``: the method's name in the table (default :data:`METHOD_NAMES` of ``encoder``); a temporal
+    run runs at ``cfg.temporal.window_stride``, which is inference only, so one run can be evaluated at
+    several strides (one ``cache`` file each)."""
     from tvface.evaluation.run import load_trained, reconstructor_method
 
-    path = Path(out_dir) / "eval.json"
+    path = Path(out_dir) / cache
     real = [str(p) for p in real]
+    stride = cfg.temporal.window_stride if encoder == "temporal" else None
     if path.is_file() and not force:
         cached = json.loads(path.read_text())
-        if cached.get("real_sequences", []) == real:
+        if cached.get("real_sequences", []) == real and cached.get("window_stride") == stride:
             return cached
     model = load_trained(cfg, Path(out_dir))
-    methods: list = [reconstructor_method(model, METHOD_NAMES[encoder])]  # whole sequences (sliding windows)
+    methods: list = [reconstructor_method(model, name or METHOD_NAMES[encoder])]  # whole sequences (sliding windows)
     tuning = {}
     if encoder == "resnet":
         half_window = (cfg.temporal.n_frames - 1) / 2
@@ -273,11 +292,13 @@ def evaluate_run(cfg: ProfileConfig, out_dir: Path, encoder: str, face, tune, te
     result = evaluate(methods, test, face)
     lags = {m.name: float(np.mean(m.lags)) for m in methods if isinstance(m, SmoothedMethod)}
     real_rows = evaluate_real(methods, [Path(p) for p in real], face, model.image_size) if real else []
-    out = {"results": result["results"], "tuning": tuning, "lag_frames": lags,
-           "latency_frames": {METHOD_NAMES["temporal"]: (cfg.temporal.n_frames - 1) / 2,
-                              MOVING_AVERAGE: (tuning["moving_average"]["params"]["width"] - 1) / 2
-                              if "moving_average" in tuning else None},
-           "n_sequences": len(test), "real": real_rows, "real_sequences": real}
+    latency = {}  # centred methods: frames until a frame's output can be known, on average
+    if encoder == "temporal":  # until the end of the window a frame's code comes from
+        latency[methods[0].name] = window_latency(cfg.temporal.n_frames, stride)
+    if "moving_average" in tuning:
+        latency[MOVING_AVERAGE] = (tuning["moving_average"]["params"]["width"] - 1) / 2
+    out = {"results": result["results"], "tuning": tuning, "lag_frames": lags, "latency_frames": latency,
+           "n_sequences": len(test), "real": real_rows, "real_sequences": real, "window_stride": stride}
     atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     return out
 
@@ -425,26 +446,35 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
             rdir = run_dir(out, encoder, seed)
             t_run = time.perf_counter()
             train_run(cfg, rdir, settings.stages, progress)
-            ev = evaluate_run(cfg, rdir, encoder, face, tune, test, real)
-            rows += ev["results"]
-            real_per_seed.setdefault(seed, []).extend({**r, "condition": "real"} for r in ev["real"])
-            for k, v in ev["lag_frames"].items():
-                lags.setdefault(k, []).append(v)
-            for k, v in ev["latency_frames"].items():
-                if v is not None:
-                    latency.setdefault(k, []).append(v)
+            evals = [evaluate_run(cfg, rdir, encoder, face, tune, test, real)]
+            if encoder == "temporal":  # the same run at other strides
+                for stride in dict.fromkeys(settings.window_strides):
+                    if stride != cfg.temporal.window_stride:
+                        cfg_k = run_config(profile, encoder, seed,
+                                           [*settings.overrides, f"temporal.window_stride={stride}"])
+                        evals.append(evaluate_run(cfg_k, rdir, encoder, face, tune, test, real,
+                                                  name=stride_method(stride), cache=f"eval-stride{stride}.json"))
+            for ev in evals:
+                rows += ev["results"]
+                real_per_seed.setdefault(seed, []).extend({**r, "condition": "real"} for r in ev["real"])
+                for k, v in ev["lag_frames"].items():
+                    lags.setdefault(k, []).append(v)
+                for k, v in ev["latency_frames"].items():
+                    if v is not None:
+                        latency.setdefault(k, []).append(v)
             runs.append({"encoder": encoder, "seed": seed, "run": str(rdir),
-                         "seconds_this_call": round(time.perf_counter() - t_run, 1), "tuning": ev["tuning"]})
+                         "seconds_this_call": round(time.perf_counter() - t_run, 1), "tuning": evals[0]["tuning"]})
         per_seed[seed] = rows
     rows = aggregate(per_seed)
     order = ["mean face", TrainingMeanMethod.name, "landmark fit", METHOD_NAMES["resnet"], ONE_EURO, MOVING_AVERAGE,
-             METHOD_NAMES["temporal"]]
+             METHOD_NAMES["temporal"], *(stride_method(k) for k in sorted(settings.window_strides))]
     rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
     real_rows = _aggregate_real(real_per_seed)
     study = {"rows": rows, "real_rows": real_rows, "runs": runs, "meta": {
         "real_sequences": [str(p) for p in real],
         "format_version": FORMAT_VERSION, "profile": profile, "overrides": list(settings.overrides),
         "seeds": list(settings.seeds), "encoders": list(settings.encoders), "stages": list(settings.stages),
+        "window_stride": base.temporal.window_stride, "window_strides": list(settings.window_strides),
         "n_tune_sequences": len(tune), "n_test_sequences": len(test),
         "test_sequences": [f"{s.seq_dir.parent.name}/{s.seq_dir.name}" for s in test],
         "lag_frames": {k: float(np.mean(v)) for k, v in lags.items()},
@@ -496,7 +526,8 @@ def load_run(profile: str, study_dir: Path, encoder: str, seed: int, overrides: 
 def _cmd_study(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="tvface: %(message)s")
     settings = StudySettings(seeds=tuple(args.seeds), encoders=tuple(args.encoders), fit_iters=args.fit_iters,
-                             overrides=tuple(args.set), stages=tuple(args.stages))
+                             overrides=tuple(args.set), stages=tuple(args.stages),
+                             window_strides=tuple(args.window_strides))
     out = Path(args.out) if args.out else default_study_dir(args.profile)
     print(f"study folder: {out}")
     study = run_study(args.profile, out, settings, progress=not args.quiet,
@@ -517,6 +548,9 @@ def add_study_parser(subparsers) -> None:
                    help="stages each run trains (default: pretrain coarse; the metrics are coarse)")
     p.add_argument("--real", nargs="*", default=[], metavar="DATASET",
                    help="collected datasets of real video (tvface collect): jitter and NME to detections")
+    p.add_argument("--window-strides", type=int, nargs="+", default=[], metavar="K",
+                   help="also evaluate the temporal runs at these sliding-window strides (inference only, no "
+                        "retraining), as methods 'temporal, stride K'")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_study)

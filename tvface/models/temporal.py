@@ -44,7 +44,7 @@ from tvface.ops.flow_warp import compose_flows
 
 __all__ = ["ResidualBlockBN", "ResidualBlocksWithInputConv", "GridPropagation", "TemporalTrunk",
            "CodeHead", "TemporalEncoder", "init_he", "TemporalEncoders", "TemporalCodes", "branch_names",
-           "build_flow_estimator", "window_starts", "most_central_windows", "encode_long_sequence"]
+           "build_flow_estimator", "window_starts", "most_central_windows", "window_latency", "encode_long_sequence"]
 
 DETAIL_CODE_SIZE = 128  # DECA's detail code
 RESNET_IN_CHANNELS = 64  # ResNet50 layer1 input
@@ -412,6 +412,16 @@ def most_central_windows(n_frames: int, window: int, stride: int) -> list[tuple[
         best = min((abs(f - s - centre), w) for w, s in enumerate(starts) if s <= f < s + length)
         out.append((best[1], f - starts[best[1]]))
     return out
+
+
+def window_latency(window: int, stride: int, n_frames: int | None = None) -> float:
+    """Mean number of frames between a frame and the last frame of the window its code comes from
+    (:func:`most_central_windows`): how far a live system runs behind. Over ``n_frames`` (default a
+    long sequence, 100 windows, where the ends weigh little); (T - 1) / 2 for stride 1, 3 or T of T = 5."""
+    n = n_frames or 100 * window
+    starts = window_starts(n, window, stride)
+    length = min(window, n)
+    return sum(starts[w] + length - 1 - f for f, (w, _) in enumerate(most_central_windows(n, window, stride))) / n
 
 
 def encode_long_sequence(encode: Callable[..., Tensor | dict[str, Tensor]], frames: Tensor, window: int,

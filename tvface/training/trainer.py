@@ -511,10 +511,13 @@ class _NonFinite(Exception):
 # What a run's result depends on: a run continued by open_run must have been made with the same values.
 RUN_SECTIONS = ("face_model", "model", "temporal", "loss")
 RUN_TRAIN_KEYS = ("batch_size", "lr", "seed", "warmup_steps", "grad_clip")
+# Settings of the run's sections that only inference reads: a trained run serves any of them.
+INFERENCE_KEYS = (("temporal", "window_stride"),)
 # Keys added with a change of behaviour: the value a run saved before the key existed had.
 def run_config_differences(stored: dict | None, cfg: ProfileConfig) -> list[str]:
     """``section.key: run X, now Y`` for every setting a run's result depends on (:data:`RUN_SECTIONS`,
-    :data:`RUN_TRAIN_KEYS`; not the step counts, so a longer schedule continues) that differs between
+    :data:`RUN_TRAIN_KEYS`; not the step counts, so a longer schedule continues, nor the inference-only
+    :data:`INFERENCE_KEYS`, so one run is evaluated at several window strides) that differs between
     the run's stored config and ``cfg`` (``temporal`` only for a temporal encoder: a per-frame run does
     not depend on it). Keys the stored config lacks count as their
     :data:`tvface.config.LEGACY_VALUES` (else as equal)."""
@@ -523,7 +526,8 @@ def run_config_differences(stored: dict | None, cfg: ProfileConfig) -> list[str]
     now = json.loads(json.dumps(config_to_dict(cfg)))  # tuples -> lists, as stored
     stored = with_legacy_values(json.loads(json.dumps(stored, default=str)))
     sections = [sec for sec in RUN_SECTIONS if sec != "temporal" or cfg.model.encoder == "temporal"]
-    keys = [(sec, k) for sec in sections for k in now.get(sec, {})] + [("train", k) for k in RUN_TRAIN_KEYS]
+    keys = [(sec, k) for sec in sections for k in now.get(sec, {}) if (sec, k) not in INFERENCE_KEYS]
+    keys += [("train", k) for k in RUN_TRAIN_KEYS]
     diffs = []
     for sec, k in keys:
         v = now.get(sec, {}).get(k)
