@@ -1,6 +1,6 @@
 """Training step and inference per frame: the efficient temporal reconstructor vs the per-frame one.
 
-    python benchmarks/bench_temporal_train.py                 # the cpu-demo encoder size (128^2), 2 threads
+    python benchmarks/bench_temporal_train.py                 # the cpu-demo encoder size (64^2), 2 threads
     python benchmarks/bench_temporal_train.py --size 224 --repeats 3
 
 Both reconstructors are built from the same profile and seed (shared parts start equal), differ only
@@ -13,18 +13,22 @@ in ``model.encoder``, and are timed in interleaved rounds of one run (this machi
   model frame by frame, the temporal one in sliding windows (flows estimated with DIS on
   the CPU, once per sequence, each window takes its slice), decode included; per frame of the
   sequence; coarse codes only and with the detail codes (E_d / E_Td), the temporal model at the
-  configured window stride (overlapping windows: a frame is encoded about T / stride times) and
-  at stride T (no overlap).
+  configured window stride (overlapping windows: a frame is propagated about T / stride times),
+  at stride T (no overlap) and at the configured stride with the windows run one at a time
+  instead of ``windows_per_batch`` together.
+
+Ratios are medians of per-round ratios, with their range over the rounds.
 
 Target (issue 14): temporal / per-frame <= 3x. The CPU is printed beside the figures.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 from bench_scale import _Stepper  # the trainer's own step on a fixed batch (the script's folder is on sys.path)
-from bench_train import timed_together
+from bench_train import timed_rounds
 
 from tvface.config import load_config
 from tvface.models.reconstructor import build_reconstructor
@@ -32,14 +36,22 @@ from tvface.training.objective import Batch, Objective
 from tvface.training.precision import cpu_name, resolve_precision
 
 
-def _at_stride(model, stride: int, fn):
-    """``fn()`` with the model's sliding-window stride set to ``stride`` (restored after)."""
-    before = model.window_stride
-    model.window_stride = stride
+def _with(model, fn, **attrs):
+    """``fn()`` with the model's attributes set to ``attrs`` (e.g. ``window_stride``; restored after)."""
+    before = {k: getattr(model, k) for k in attrs}
+    for k, v in attrs.items():
+        setattr(model, k, v)
     try:
         return fn()
     finally:
-        model.window_stride = before
+        for k, v in before.items():
+            setattr(model, k, v)
+
+
+def _ratio(rounds: dict, num, den) -> str:
+    """Median over rounds of the per-round ratio, with its range."""
+    r = sorted(a / b for a, b in zip(rounds[num], rounds[den]))
+    return f"{statistics.median(r):.2f}x (rounds {r[0]:.2f}-{r[-1]:.2f})"
 
 
 def main() -> None:
@@ -77,36 +89,42 @@ def main() -> None:
         model.train()
         steppers[enc] = _Stepper(cfg, model, objective, resolve_precision("float32", "cpu"), torch.device("cpu"))
     n = b * t
-    train = timed_together({enc: (lambda e=enc: steppers[e](batches[e])) for enc in models}, args.repeats)
+    train = timed_rounds({enc: (lambda e=enc: steppers[e](batches[e])) for enc in models}, args.repeats)
     seq = torch.rand(1, args.length, 3, size, size)
     for _, model in models.values():
         model.eval()
     stride = temporal.window_stride
     fns = {}
     for detail in (False, True):
-        for enc, (_, model) in models.items():
-            fns[(enc, detail, stride)] = lambda m=model, d=detail: m.predict(seq, with_detail=d)
-        fns[("temporal", detail, t)] = lambda d=detail: _at_stride(temporal, t, lambda: temporal.predict(seq, d))
+        fns[("resnet", detail, stride)] = lambda d=detail: models["resnet"][1].predict(seq, with_detail=d)
+        for st in (stride, t):
+            fns[("temporal", detail, st)] = lambda d=detail, st=st: _with(
+                temporal, lambda: temporal.predict(seq, d), window_stride=st)
+        fns[("temporal", detail, "one by one")] = lambda d=detail: _with(
+            temporal, lambda: temporal.predict(seq, d), windows_per_batch=1)
     with torch.no_grad():
-        infer = timed_together(fns, max(args.repeats, 3))
+        infer = timed_rounds(fns, max(args.repeats, 3))
+    ms = lambda rounds, frames: 1000 * statistics.median(rounds) / frames  # noqa: E731
     on = [k for k, v in objective.status.items() if v.on]
     print(f"CPU: {cpu_name()}, {args.threads} threads, fp32, {base.face_model.kind}, encoder input {size}^2, "
           f"temporal variant {cfg_t.temporal.variant} (flow {cfg_t.temporal.flow}), terms on: {on}")
-    print(f"training step, {b}x{t} frames, coarse stage (flows cached):")
+    print(f"training step, {b}x{t} frames, coarse stage (flows cached), {args.repeats} interleaved rounds:")
     for enc in models:
-        print(f"  {enc:9s} {1000 * train[enc] / n:8.1f} ms/frame")
-    print(f"  temporal / per-frame = {train['temporal'] / train['resnet']:.2f}x (target <= 3x)")
-    print(f"inference, one sequence of {args.length} frames (temporal: windows of {t}, flows estimated once per "
-          "sequence), decode included:")
+        print(f"  {enc:9s} {ms(train[enc], n):8.1f} ms/frame")
+    print(f"  temporal / per-frame = {_ratio(train, 'temporal', 'resnet')} (target <= 3x)")
+    print(f"inference, one sequence of {args.length} frames (temporal: windows of {t}, up to "
+          f"{temporal.windows_per_batch} per batch, flows estimated once per sequence), decode included, "
+          f"{max(args.repeats, 3)} interleaved rounds:")
     for detail in (False, True):
         what = "coarse + detail codes" if detail else "coarse codes"
-        ref = infer[("resnet", detail, stride)]
-        print(f"  {what}: per-frame {1000 * ref / args.length:.1f} ms/frame")
-        for st in (stride, t):
-            tt = infer[("temporal", detail, st)]
-            note = " (the configured stride)" if st == stride else " (no overlap: each frame encoded once)"
-            print(f"    temporal, stride {st}{note}: {1000 * tt / args.length:.1f} ms/frame = {tt / ref:.2f}x "
-                  "per-frame (target <= 3x)")
+        ref = ("resnet", detail, stride)
+        print(f"  {what}: per-frame {ms(infer[ref], args.length):.1f} ms/frame")
+        for st, note in ((stride, "the configured stride"), (t, "no overlap: each frame encoded once"),
+                         ("one by one", f"stride {stride}, windows one at a time")):
+            key = ("temporal", detail, st)
+            label = f"stride {st}" if isinstance(st, int) else st
+            print(f"    temporal, {label} ({note}): {ms(infer[key], args.length):.1f} ms/frame = "
+                  f"{_ratio(infer, key, ref)} per-frame (target <= 3x)")
 
 
 if __name__ == "__main__":

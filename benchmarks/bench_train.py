@@ -31,9 +31,10 @@ from tvface.training.objective import Batch, Objective
 from tvface.training.precision import cpu_name
 
 
-def timed_together(fns: dict, repeats: int) -> dict:
-    """Median seconds of each function, measured in interleaved rounds (a reference and the thing
-    compared with it see the same machine load: this machine is shared)."""
+def timed_rounds(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each function in each of ``repeats`` interleaved rounds (after one warm-up call
+    each): a reference and the thing compared with it see the same machine load (this machine is
+    shared), so per-round ratios are steadier than ratios of separate runs."""
     for fn in fns.values():
         fn()  # warm-up
     out = {k: [] for k in fns}
@@ -42,7 +43,12 @@ def timed_together(fns: dict, repeats: int) -> dict:
             t0 = time.perf_counter()
             fn()
             out[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in out.items()}
+    return out
+
+
+def timed_together(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function over interleaved rounds (:func:`timed_rounds`)."""
+    return {k: statistics.median(v) for k, v in timed_rounds(fns, repeats).items()}
 
 
 COARSE_TERMS = ("landmark", "eye_closure", "lip_closure", "photometric", "identity", "shape_consistency",

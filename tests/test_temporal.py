@@ -157,7 +157,8 @@ def test_sliding_windows_23_frames():
 @pytest.mark.parametrize("shared", [True, False])
 def test_encode_windows_equals_sliding_windows_of_forward_and_runs_each_frame_once(shared):
     """encode_windows == encode_long_sequence over forward (codes from the most central window), for
-    sequences longer than, equal to and shorter than a window; g_i is computed once per frame."""
+    sequences longer than, equal to and shorter than a window, windows batched or one by one; g_i is
+    computed once per frame."""
     from dataclasses import replace
 
     cfg = replace(TINY, shared_trunk=shared, dense_refinement=True)
@@ -181,11 +182,16 @@ def test_encode_windows_equals_sliding_windows_of_forward_and_runs_each_frame_on
             got = enc.encode_windows(frames, 5, 3, flows)
             n_features = sum(seen)
             coarse_only = enc.encode_windows(frames, 5, 3, flows, with_detail=False)
+            one_by_one = enc.encode_windows(frames, 5, 3, flows, windows_per_batch=1)
+            in_twos = enc.encode_windows(frames, 5, 3, flows, windows_per_batch=2)
         for trunk in (enc.trunk_c, enc.trunk_d):
             if trunk is not None:
                 del trunk.features
         torch.testing.assert_close(torch.cat([got.coarse["a"], got.coarse["b"], got.detail], -1), ref)
         torch.testing.assert_close(coarse_only.coarse["a"], got.coarse["a"])
+        for other in (one_by_one, in_twos):  # windows batched or not: the same codes
+            torch.testing.assert_close(other.coarse["b"], got.coarse["b"])
+            torch.testing.assert_close(other.detail, got.detail)
         assert coarse_only.detail is None
         assert n_features == n * (1 if shared else 2)
     def no_flows(_frames):

@@ -207,6 +207,10 @@ class Reconstructor(nn.Module):
         uv_mask: (S, S) where detail applies (DECA's ``uv_face_eye_mask``); fixed_disp: optional (S, S).
         window, window_stride: sliding-window inference of a temporal encoder over long sequences
             (:meth:`encode_sequence`; the training window and ``temporal.window_stride``).
+
+    Attributes:
+        windows_per_batch: how many sliding windows :meth:`encode_sequence` runs as one batch (speed
+            for memory; the codes are the same).
     """
 
     def __init__(self, face_model: FaceModel, albedo_model: nn.Module, encoder: nn.Module, image_size: int,
@@ -216,6 +220,7 @@ class Reconstructor(nn.Module):
                  window_stride: int = 3) -> None:
         super().__init__()
         self.window, self.window_stride = int(window), int(window_stride)
+        self.windows_per_batch = 8
         self.face_model = face_model
         self.albedo_model = albedo_model
         self.encoder = encoder
@@ -271,7 +276,8 @@ class Reconstructor(nn.Module):
         if not self.temporal:
             return self.encode(frames, with_detail=with_detail)
         frames = self.prepare(frames)
-        codes = self.encoder.net.encode_windows(frames, self.window, self.window_stride, with_detail=with_detail)
+        codes = self.encoder.net.encode_windows(frames, self.window, self.window_stride, with_detail=with_detail,
+                                                windows_per_batch=self.windows_per_batch)
         return Codes(split_codes(codes.coarse, self.sizes), codes.detail)
 
     # ------------------------------------------------------------------ decode

@@ -332,14 +332,20 @@ class TemporalEncoders(nn.Module):
         return TemporalCodes(_split(coarse, self.coarse_sizes), detail)
 
     def encode_windows(self, frames: Tensor, window: int, stride: int, flows: SequenceFlows | None = None,
-                       with_detail: bool = True) -> TemporalCodes:
+                       with_detail: bool = True, windows_per_batch: int = 8) -> TemporalCodes:
         """Codes for every frame of a sequence (B, N, 3, H, W) of any length, in sliding windows.
 
         The same codes as :func:`encode_long_sequence` over :meth:`forward` (each frame from the window
         where it is most central), computing only the propagation once per window: the per-frame
         features g_i (the head and down1) once per frame, the fusion and the code heads once per
-        frame, for the window that frame's code comes from. Windows are visited in order and only the
-        features of frames still ahead are kept, so memory stays that of one window.
+        frame, for the window that frame's code comes from.
+
+        Windows are independent once their features exist, so up to ``windows_per_batch`` consecutive
+        windows run as one batch (those that answer the same positions: at stride 3 of T = 5 every
+        window but the first and last answers its positions 1..3): the propagation's convolutions
+        are small (one window: batch B at 56^2) and run more efficiently batched
+        (``benchmarks/bench_temporal_train.py`` times both). Memory is that of one batch: only the
+        features of the frames its windows cover are kept.
 
         Args:
             flows: of the whole sequence (N - 1 pairs), else estimated here.
@@ -348,6 +354,8 @@ class TemporalEncoders(nn.Module):
         """
         _check_frames(frames)
         b, n = frames.shape[:2]
+        if windows_per_batch < 1:
+            raise ValueError(f"windows_per_batch must be >= 1, got {windows_per_batch}")
         if flows is None:
             none = frames.new_zeros(b, 0, 2, 1, 1)  # one frame: no pairs
             flows = self.flow_estimator(frames) if n > 1 else SequenceFlows(none, none)
@@ -355,31 +363,42 @@ class TemporalEncoders(nn.Module):
             raise ValueError(f"flows hold {flows.to_prev.shape[1]} pairs, a sequence of {n} frames has {n - 1}")
         starts = window_starts(n, window, stride)
         answers: list[list[int]] = [[] for _ in starts]  # per window, the positions whose codes it gives
-        for w, pos in most_central_windows(n, window, stride):  # frames in order -> windows in order
+        for w, pos in most_central_windows(n, window, stride):
             answers[w].append(pos)
         length = min(window, n)
         trunks = [self.trunk_c] + ([self.trunk_d] if with_detail and self.trunk_d is not None else [])
         cache: list[dict[int, Tensor]] = [{} for _ in trunks]  # frame -> g_i, per trunk
-        coarse, detail = [], []
-        for s, mine in zip(starts, answers):
-            if not mine:
-                continue
-            win_flows = SequenceFlows(flows.to_prev[:, s:s + length - 1], flows.to_next[:, s:s + length - 1])
-            fused = []
+        codes: list[dict[int, Tensor]] = [{}, {}]  # frame -> (B, n) coarse code, detail code
+        busy = [w for w in range(len(starts)) if answers[w]]
+        for c0 in range(0, len(busy), windows_per_batch):
+            chunk = busy[c0:c0 + windows_per_batch]
+            first, end = starts[chunk[0]], starts[chunk[-1]] + length  # the frames these windows cover
             for trunk, feats in zip(trunks, cache):
-                for f in [f for f in feats if f < s]:
+                for f in [f for f in feats if f < first]:
                     del feats[f]
-                new = [f for f in range(s, s + length) if f not in feats]
+                new = [f for f in range(first, end) if f not in feats]
                 if new:
                     g = trunk.features(frames[:, new])
                     feats.update({f: g[:, i] for i, f in enumerate(new)})
-                g = torch.stack([feats[f] for f in range(s, s + length)], 1)
-                fused.append(trunk.propagate_and_fuse(g, win_flows, mine).flatten(0, 1))  # (B*len(mine), C, h, w)
-            coarse.append(self.head_c(fused[0]).unflatten(0, (b, len(mine))))
-            if with_detail:
-                detail.append(self.head_d(fused[-1]).unflatten(0, (b, len(mine))))
-        return TemporalCodes(_split(torch.cat(coarse, 1), self.coarse_sizes),
-                             torch.cat(detail, 1) if with_detail else None)
+            groups: dict[tuple[int, ...], list[int]] = {}  # answered positions -> window starts
+            for w in chunk:
+                groups.setdefault(tuple(answers[w]), []).append(starts[w])
+            for pos, ss in groups.items():
+                # windows stacked along the batch: (len(ss) * B, T, ...), window-major
+                win_flows = SequenceFlows(torch.cat([flows.to_prev[:, s:s + length - 1] for s in ss]),
+                                          torch.cat([flows.to_next[:, s:s + length - 1] for s in ss]))
+                fused = []
+                for trunk, feats in zip(trunks, cache):
+                    g = torch.cat([torch.stack([feats[f] for f in range(s, s + length)], 1) for s in ss])
+                    fused.append(trunk.propagate_and_fuse(g, win_flows, list(pos)).flatten(0, 1))
+                shape = (len(ss), b, len(pos))
+                heads = [(self.head_c, fused[0])] + ([(self.head_d, fused[-1])] if with_detail else [])
+                for out, (head, feat) in zip(codes, heads):
+                    code = head(feat).unflatten(0, shape)  # (windows, B, positions, n)
+                    out.update({s + p: code[i, :, j] for i, s in enumerate(ss) for j, p in enumerate(pos)})
+        coarse = torch.stack([codes[0][f] for f in range(n)], 1)
+        detail = torch.stack([codes[1][f] for f in range(n)], 1) if with_detail else None
+        return TemporalCodes(_split(coarse, self.coarse_sizes), detail)
 
 
 # --------------------------------------------------------------------------- sliding windows
