@@ -96,6 +96,10 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
     assert meta["latency_frames"]["temporal, stride 1"] == pytest.approx(1.0, abs=0.01)
     assert meta["latency_frames"]["temporal"] == pytest.approx(0.5, abs=0.01)
     assert meta["window_stride"] == 2 and meta["window_strides"] == [1, 2]
+    for run in study["runs"]:  # the temporal runs' errors on the tuning part, per stride
+        if run["encoder"] == "temporal":
+            assert [w["stride"] for w in run["tuning_windows"]] == [2, 1]
+            assert all(w["vertex_mm"] > 0 and w["accel_mm"] >= 0 for w in run["tuning_windows"])
     for run in study["runs"]:
         if run["encoder"] == "resnet":
             tried = run["tuning"]["one_euro"]["grid"]
@@ -110,6 +114,7 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
     md = (tmp_path / "study" / "study.md").read_text()
     assert md == to_markdown(study) and "Acceleration error" in md and "| per-frame + One-Euro |" in md
     assert "**Real video** (1 collected sequences" in md
+    assert "Temporal model on the tuning part (where a stride is chosen), mean over seeds: stride 1: vertex" in md
     assert json.loads((tmp_path / "study" / "study.json").read_text())["rows"] == study["rows"]
 
     # A rerun trains nothing and re-evaluates nothing: same table, checkpoints untouched.

@@ -289,6 +289,10 @@ def evaluate_run(cfg: ProfileConfig, out_dir: Path, encoder: str, face, tune, te
         tuning["moving_average"] = tune_smoothing(model, face, tune, "moving_average", MOVING_AVERAGE_GRID)
         methods += [SmoothedMethod(ONE_EURO, model, "one_euro", tuning["one_euro"]["params"]),
                     SmoothedMethod(MOVING_AVERAGE, model, "moving_average", tuning["moving_average"]["params"])]
+    else:  # the tuning part's errors at this stride: where a stride is chosen without the test part
+        on_tune = next(r for r in evaluate(methods, tune, face)["results"] if r["condition"] == ALL)
+        tuning["window"] = {"stride": stride, "vertex_mm": on_tune["vertex_mm_mean"],
+                            "accel_mm": on_tune["accel_mm_mean"]}
     result = evaluate(methods, test, face)
     lags = {m.name: float(np.mean(m.lags)) for m in methods if isinstance(m, SmoothedMethod)}
     real_rows = evaluate_real(methods, [Path(p) for p in real], face, model.image_size) if real else []
@@ -354,6 +358,16 @@ def _fmt(mean, std, digits=2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _tuning_by_stride(study: dict) -> dict[int, dict[str, float]]:
+    """Window stride -> the temporal model's vertex and acceleration error on the tuning part, mean over
+    the seeds (from each evaluation's ``tuning["window"]``)."""
+    cells: dict[int, list[dict]] = {}
+    for run in study["runs"]:
+        for w in run.get("tuning_windows", []):
+            cells.setdefault(w["stride"], []).append(w)
+    return {k: {m: float(np.mean([w[m] for w in ws])) for m in ("vertex_mm", "accel_mm")} for k, ws in cells.items()}
+
+
 def to_markdown(study: dict) -> str:
     """One table per metric: conditions as rows, methods as columns, mean ± std over seeds."""
     rows = study["rows"]
@@ -393,6 +407,11 @@ def to_markdown(study: dict) -> str:
         ms = cell[(m, ALL)]["ms_per_frame_mean"] if (m, ALL) in cell else None
         lines.append(f"| {m} | {'-' if lag is None else f'{lag:.2f}'} | {'-' if lat is None else f'{lat:g}'} | "
                      f"{'-' if ms is None else f'{ms:.1f}'} |")
+    by_stride = _tuning_by_stride(study)
+    if len(by_stride) > 1:
+        lines += ["", "Temporal model on the tuning part (where a stride is chosen), mean over seeds: " + "; ".join(
+            f"stride {k}: vertex {v['vertex_mm']:.2f} mm, acceleration {v['accel_mm']:.3f}"
+            for k, v in sorted(by_stride.items())) + "."]
     total = meta.get("wall_s_all_calls", meta["wall_s"])
     lines += ["", f"Wall time: {total / 60:.1f} min on {meta['cpu']} ({meta['device']}), all calls of this study "
               f"together ({meta['wall_s'] / 60:.1f} min in the last)."]
@@ -463,7 +482,8 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
                     if v is not None:
                         latency.setdefault(k, []).append(v)
             runs.append({"encoder": encoder, "seed": seed, "run": str(rdir),
-                         "seconds_this_call": round(time.perf_counter() - t_run, 1), "tuning": evals[0]["tuning"]})
+                         "seconds_this_call": round(time.perf_counter() - t_run, 1), "tuning": evals[0]["tuning"],
+                         "tuning_windows": [ev["tuning"]["window"] for ev in evals if "window" in ev["tuning"]]})
         per_seed[seed] = rows
     rows = aggregate(per_seed)
     order = ["mean face", TrainingMeanMethod.name, "landmark fit", METHOD_NAMES["resnet"], ONE_EURO, MOVING_AVERAGE,
