@@ -13,9 +13,9 @@ in ``model.encoder``, and are timed in interleaved rounds of one run (this machi
   model frame by frame, the temporal one in sliding windows (flows estimated with DIS on
   the CPU, once per sequence, each window takes its slice), decode included; per frame of the
   sequence; coarse codes only and with the detail codes (E_d / E_Td), the temporal model at the
-  configured window stride (overlapping windows: a frame is propagated about T / stride times),
-  at stride T (no overlap) and at the configured stride with the windows run one at a time
-  instead of ``windows_per_batch`` together.
+  configured window stride, at stride T (no overlap), at ``--overlap-stride`` (overlapping windows:
+  a frame is propagated about T / stride times) and at that stride with the windows run one at a
+  time instead of ``windows_per_batch`` together.
 
 Ratios are medians of per-round ratios, with their range over the rounds.
 
@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=0, help="training window T (0: the profile's temporal.n_frames)")
     ap.add_argument("--length", type=int, default=20, help="frames of the inference sequence")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--overlap-stride", type=int, default=3,
+                    help="an overlapping window stride timed beside the configured one")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -94,14 +96,18 @@ def main() -> None:
     for _, model in models.values():
         model.eval()
     stride = temporal.window_stride
+    overlap = min(args.overlap_stride, t)
+    strides = {stride: "the configured stride"}
+    strides.setdefault(t, "no overlap: each frame propagated once")
+    strides.setdefault(overlap, f"overlapping windows: each frame propagated ~{t / overlap:.1f} times")
     fns = {}
     for detail in (False, True):
-        fns[("resnet", detail, stride)] = lambda d=detail: models["resnet"][1].predict(seq, with_detail=d)
-        for st in (stride, t):
+        fns[("resnet", detail)] = lambda d=detail: models["resnet"][1].predict(seq, with_detail=d)
+        for st in strides:
             fns[("temporal", detail, st)] = lambda d=detail, st=st: _with(
                 temporal, lambda: temporal.predict(seq, d), window_stride=st)
         fns[("temporal", detail, "one by one")] = lambda d=detail: _with(
-            temporal, lambda: temporal.predict(seq, d), windows_per_batch=1)
+            temporal, lambda: temporal.predict(seq, d), windows_per_batch=1, window_stride=overlap)
     with torch.no_grad():
         infer = timed_rounds(fns, max(args.repeats, 3))
     ms = lambda rounds, frames: 1000 * statistics.median(rounds) / frames  # noqa: E731
@@ -117,10 +123,9 @@ def main() -> None:
           f"{max(args.repeats, 3)} interleaved rounds:")
     for detail in (False, True):
         what = "coarse + detail codes" if detail else "coarse codes"
-        ref = ("resnet", detail, stride)
+        ref = ("resnet", detail)
         print(f"  {what}: per-frame {ms(infer[ref], args.length):.1f} ms/frame")
-        for st, note in ((stride, "the configured stride"), (t, "no overlap: each frame encoded once"),
-                         ("one by one", f"stride {stride}, windows one at a time")):
+        for st, note in [*strides.items(), ("one by one", f"stride {overlap}, windows one at a time")]:
             key = ("temporal", detail, st)
             label = f"stride {st}" if isinstance(st, int) else st
             print(f"    temporal, {label} ({note}): {ms(infer[key], args.length):.1f} ms/frame = "

@@ -126,3 +126,13 @@ def test_stored_configs_without_newer_keys_read_as_the_runs_were_made():
     assert filled["temporal"] == {"channels": 64, "init": "he", "head_stride": LEGACY_VALUES["temporal.head_stride"]}
     assert "head_stride" not in stored["temporal"]  # the input is not changed
     assert load_config("cpu-demo", {"temporal.head_stride": 1}).temporal.head_stride == 1
+
+
+def test_window_stride_defaults_to_windows_side_by_side():
+    """No stride given: n_frames (each frame propagated once), whatever n_frames is; a given one is kept
+    and must let windows cover every frame."""
+    assert load_config("cpu-demo").temporal.window_stride == load_config("cpu-demo").temporal.n_frames == 5
+    assert load_config("cpu-demo", {"temporal.n_frames": 3, "data.n_frames": 3}).temporal.window_stride == 3
+    assert load_config("cpu-demo", {"temporal.window_stride": 3}).temporal.window_stride == 3
+    with pytest.raises(ConfigError, match="window_stride=6"):
+        load_config("cpu-demo", {"temporal.window_stride": 6})

@@ -158,7 +158,12 @@ class TemporalConfig:
     fc_dim: int = 1024  # DECA's hidden fully connected width
     flow: str = "dis"  # "spynet" | "dis"
     flow_size: int = 112  # flows computed on frames resized to flow_size^2 (the report: 112)
-    window_stride: int = 3  # sliding-window inference: windows of n_frames every window_stride frames
+    # Sliding-window inference: windows of n_frames every window_stride frames; None: n_frames (windows
+    # side by side, each frame propagated once; resolved on load). Inference only (a trained run serves
+    # any stride). On the cpu-demo study's tuning part strides 1, 3 and 5 gave the same vertex error
+    # (3.40 mm) and acceleration error (0.759-0.761 mm/frame^2, 3 seeds), and stride 3 propagates each
+    # frame ~1.7x (tvface study --window-strides 1 5; benchmarks/bench_temporal_train.py times both).
+    window_stride: int | None = None
     # Initial weights of the trunk's plain convolutions: "he" (He et al. 2015, fan-in, for the LeakyReLU(0.1)
     # that follows; biases 0) keeps the image's signal through the stack; "pytorch" (PyTorch's default,
     # as BasicVSR++) shrinks it ~3x in variance per layer until the biases dominate (tvface.models.temporal).
@@ -183,6 +188,8 @@ class TemporalConfig:
         if self.deform_groups % 2 or (2 * self.channels) % self.deform_groups:
             raise ConfigError(f"temporal.deform_groups={self.deform_groups} must be even and divide "
                               f"2 * channels = {2 * self.channels}")
+        if self.window_stride is None:
+            object.__setattr__(self, "window_stride", self.n_frames)
         if not 1 <= self.window_stride <= self.n_frames:
             raise ConfigError(f"temporal.window_stride={self.window_stride} must be in 1..n_frames "
                               f"({self.n_frames}) so that windows overlap or touch")
