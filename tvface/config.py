@@ -161,8 +161,9 @@ class TemporalConfig:
     # Sliding-window inference: windows of n_frames every window_stride frames; None: n_frames (windows
     # side by side, each frame propagated once; resolved on load). Inference only (a trained run serves
     # any stride). On the cpu-demo study's tuning part strides 1, 3 and 5 gave the same vertex error
-    # (3.40 mm) and acceleration error (0.759-0.761 mm/frame^2, 3 seeds), and stride 3 propagates each
-    # frame ~1.7x (tvface study --window-strides 1 5; benchmarks/bench_temporal_train.py times both).
+    # (3.40 mm) and acceleration error (0.759-0.761 mm/frame^2, 3 seeds), while stride 3 propagates each
+    # frame ~1.7 times: coarse inference at 224^2 cost 2.53x the per-frame model at stride 5, 2.97x at
+    # stride 3 (2 AMD EPYC threads; tvface study --window-strides, benchmarks/bench_temporal_train.py).
     window_stride: int | None = None
     # Initial weights of the trunk's plain convolutions: "he" (He et al. 2015, fan-in, for the LeakyReLU(0.1)
     # that follows; biases 0) keeps the image's signal through the stack; "pytorch" (PyTorch's default,
