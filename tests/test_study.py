@@ -138,6 +138,14 @@ def test_study_end_to_end_on_the_tiny_set(tiny_synth, tmp_path):
     assert "temporal, stride 1" not in {r["method"] for r in third["rows"]}
 
 
+def test_a_window_stride_longer_than_the_window_is_refused_before_any_training(tmp_path):
+    from tvface.config import ConfigError
+
+    with pytest.raises(ConfigError, match="window_stride=6"):
+        run_study("cpu-demo", tmp_path / "study", StudySettings(seeds=(0,), window_strides=(6,)))
+    assert not (tmp_path / "study" / "runs").exists()
+
+
 def test_default_study_dir_is_under_tvface_data(monkeypatch, tmp_path):
     """Where `tvface study` writes without --out and the book's chapter looks: $TVFACE_DATA/studies/<profile>."""
     from tvface.evaluation.study import default_study_dir

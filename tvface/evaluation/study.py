@@ -433,6 +433,8 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     base = load_config(profile, list(settings.overrides))
+    for stride in settings.window_strides:  # refused now, not after the first runs have trained
+        load_config(profile, [*settings.overrides, f"temporal.window_stride={stride}"])
     root, gt_root = dataset_roots(base)
     tune, test = split_tuning(heldout_sequences(root, gt_root, base.data.val_fraction, base.data.split_seed),
                               settings.tune_fraction, settings.tune_seed)
