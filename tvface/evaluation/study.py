@@ -102,7 +102,8 @@ class StudySettings:
     overrides: tuple[str, ...] = ()
     stages: tuple[str, ...] = STUDY_STAGES
     # Sliding-window strides at which the temporal runs are evaluated besides the profile's own
-    # (inference only: the same trained runs), each a method "temporal, stride k".
+    # (inference only: the same trained runs), each a method "temporal, stride k"; checked against
+    # the profile by run_study before any run trains.
     window_strides: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -117,8 +118,6 @@ class StudySettings:
             raise ValueError(f"encoders must be among {ENCODERS}, got {list(self.encoders)}")
         if not 0 < self.tune_fraction < 1:
             raise ValueError(f"tune_fraction must be in (0, 1), got {self.tune_fraction}")
-        if any(k < 1 for k in self.window_strides):
-            raise ValueError(f"window strides must be >= 1, got {list(self.window_strides)}")
 
 
 def run_config(profile: str, encoder: str, seed: int, overrides: Sequence[str] = ()) -> ProfileConfig:
@@ -481,8 +480,7 @@ def run_study(profile: str, out: Path, settings: StudySettings = StudySettings()
                 for k, v in ev["lag_frames"].items():
                     lags.setdefault(k, []).append(v)
                 for k, v in ev["latency_frames"].items():
-                    if v is not None:
-                        latency.setdefault(k, []).append(v)
+                    latency.setdefault(k, []).append(v)
             runs.append({"encoder": encoder, "seed": seed, "run": str(rdir),
                          "seconds_this_call": round(time.perf_counter() - t_run, 1), "tuning": evals[0]["tuning"],
                          "tuning_windows": [ev["tuning"]["window"] for ev in evals if "window" in ev["tuning"]]})

@@ -206,7 +206,8 @@ class Reconstructor(nn.Module):
         cam_prior: added to the cam code (scale, tx, ty); light_prior: added to band 0 of the light.
         uv_mask: (S, S) where detail applies (DECA's ``uv_face_eye_mask``); fixed_disp: optional (S, S).
         window, window_stride: sliding-window inference of a temporal encoder over long sequences
-            (:meth:`encode_sequence`; the training window and ``temporal.window_stride``).
+            (:meth:`encode_sequence`; the training window and ``temporal.window_stride``; None:
+            ``window``, windows side by side, as the config's default).
 
     Attributes:
         windows_per_batch: how many sliding windows :meth:`encode_sequence` runs as one batch (speed
@@ -217,9 +218,10 @@ class Reconstructor(nn.Module):
                  uv_size: int = 256, detail_size: int = 128, detail_scale: float = 0.01,
                  cam_prior=(8.0, 0.0, 0.0), light_prior: float = SH_BAND0_WHITE, uv_mask: Tensor | None = None,
                  fixed_disp: Tensor | None = None, render_backend: str = "torch", window: int = 5,
-                 window_stride: int = 3) -> None:
+                 window_stride: int | None = None) -> None:
         super().__init__()
-        self.window, self.window_stride = int(window), int(window_stride)
+        self.window = int(window)
+        self.window_stride = self.window if window_stride is None else int(window_stride)
         self.windows_per_batch = 8
         self.face_model = face_model
         self.albedo_model = albedo_model
